@@ -1,0 +1,37 @@
+# govlake — two commands: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PEOPLE ?= 2000
+DATE ?= 2026-11-24
+
+.PHONY: venv demo test test-all airflow clean lint
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo ">> installing govlake and pinned dependencies into $(VENV) (about a minute)"
+	$(BIN)/python -m pip install -q --upgrade "pip>=24"
+	$(BIN)/python -m pip install -q -c requirements/constraints.txt -e ".[dev]"
+	@touch $(STAMP)
+
+demo: venv
+	@eval "$$($(BIN)/govlake env)" && $(BIN)/govlake demo --people $(PEOPLE) --date $(DATE)
+
+test: venv
+	@eval "$$($(BIN)/govlake env)" && $(BIN)/python -m pytest tests
+
+test-all: venv
+	@eval "$$($(BIN)/govlake env)" && $(BIN)/python -m pytest tests -m ''
+
+airflow: venv
+	@eval "$$($(BIN)/govlake env)" && $(BIN)/govlake airflow-init && \
+	  echo ">> Airflow UI on http://localhost:8080 — login: admin, password in $$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated" && \
+	  $(BIN)/airflow standalone
+
+clean:
+	rm -rf .work lake dbt_project/target dbt_project/logs

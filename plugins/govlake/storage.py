@@ -1,0 +1,191 @@
+"""The one module that knows where the lake's zones live and how a version is published.
+
+Everything else asks this module for paths; nobody builds lake paths by hand.
+
+Layout (see docs/adr/0002-lake-layout.md)::
+
+    landing/<dept>/<dataset>/<YYYY-MM-DD>/<file>        as delivered, never modified
+    raw/<dept>/<dataset>/<batch_id>/part-*.parquet      strings + lineage columns
+    raw/_ledger.parquet                                 export of the delivery ledger (for dbt)
+    quarantine/files/<dept>/<dataset>/<batch_id>/       rejected files + reason.json
+    quarantine/rows/...                                 rows rejected by a standard (dbt)
+    candidate/<run_id>/<layer>/<model>.parquet          dbt output awaiting its gate
+    published/<product>/v=<n>/                          immutable, gated versions
+    published/<product>/current -> v=<n>               symlink, switched atomically
+    catalog/  audit/  _meta/ (ledger.sqlite, locks)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from govlake import config
+
+_VERSION_RE = re.compile(r"^v=(\d+)$")
+
+
+@dataclass(frozen=True)
+class Lake:
+    root: Path
+
+    @classmethod
+    def default(cls) -> "Lake":
+        return cls(config.lake_root())
+
+    # ---- zones -------------------------------------------------------------------------
+    @property
+    def landing_root(self) -> Path:
+        return self.root / "landing"
+
+    @property
+    def raw_root(self) -> Path:
+        return self.root / "raw"
+
+    @property
+    def quarantine_root(self) -> Path:
+        return self.root / "quarantine"
+
+    @property
+    def candidate_root(self) -> Path:
+        return self.root / "candidate"
+
+    @property
+    def published_root(self) -> Path:
+        return self.root / "published"
+
+    @property
+    def catalog_root(self) -> Path:
+        return self.root / "catalog"
+
+    @property
+    def audit_root(self) -> Path:
+        return self.root / "audit"
+
+    @property
+    def meta_root(self) -> Path:
+        return self.root / "_meta"
+
+    @property
+    def reports_root(self) -> Path:
+        """Validation reports and GX Data Docs."""
+        return self.root / "reports"
+
+    def landing(self, dept: str, dataset: str, date: str | None = None) -> Path:
+        p = self.landing_root / dept / dataset
+        return p / date if date else p
+
+    def raw(self, dept: str, dataset: str) -> Path:
+        return self.raw_root / dept / dataset
+
+    def raw_batch(self, dept: str, dataset: str, batch_id: str) -> Path:
+        return self.raw(dept, dataset) / batch_id
+
+    def raw_glob(self, dept: str, dataset: str) -> str:
+        return str(self.raw(dept, dataset) / "*" / "*.parquet")
+
+    @property
+    def ledger_db(self) -> Path:
+        return self.meta_root / "ledger.sqlite"
+
+    @property
+    def ledger_export(self) -> Path:
+        return self.raw_root / "_ledger.parquet"
+
+    def quarantine_files(self, dept: str, dataset: str) -> Path:
+        return self.quarantine_root / "files" / dept / dataset
+
+    @property
+    def quarantine_rows_root(self) -> Path:
+        return self.quarantine_root / "rows"
+
+    @property
+    def duckdb_path(self) -> Path:
+        return self.meta_root / "govlake.duckdb"
+
+    def candidate(self, run_id: str) -> Path:
+        return self.candidate_root / run_id
+
+    # ---- published versions ------------------------------------------------------------
+    def product_dir(self, product: str) -> Path:
+        return self.published_root / product
+
+    def version_dir(self, product: str, version: int) -> Path:
+        return self.product_dir(product) / f"v={version}"
+
+    def current_link(self, product: str) -> Path:
+        return self.product_dir(product) / "current"
+
+    def versions(self, product: str) -> list[int]:
+        d = self.product_dir(product)
+        if not d.is_dir():
+            return []
+        out = []
+        for child in d.iterdir():
+            m = _VERSION_RE.match(child.name)
+            if m and child.is_dir():
+                out.append(int(m.group(1)))
+        return sorted(out)
+
+    def current_version(self, product: str) -> int | None:
+        link = self.current_link(product)
+        if not link.is_symlink() and not link.exists():
+            return None
+        m = _VERSION_RE.match(os.readlink(link)) if link.is_symlink() else None
+        return int(m.group(1)) if m else None
+
+    def current_dir(self, product: str) -> Path | None:
+        v = self.current_version(product)
+        return self.version_dir(product, v) if v is not None else None
+
+    def products(self) -> list[str]:
+        if not self.published_root.is_dir():
+            return []
+        return sorted(p.name for p in self.published_root.iterdir() if p.is_dir())
+
+    def manifest(self, product: str, version: int | None = None) -> dict | None:
+        v = self.current_version(product) if version is None else version
+        if v is None:
+            return None
+        f = self.version_dir(product, v) / "_manifest.json"
+        return json.loads(f.read_text(encoding="utf-8")) if f.exists() else None
+
+    def switch_current(self, product: str, version: int) -> None:
+        """Point ``current`` at ``v=<version>`` atomically (symlink + rename(2))."""
+        target = self.version_dir(product, version)
+        if not target.is_dir():
+            raise FileNotFoundError(f"cannot publish {product}: {target} does not exist")
+        link = self.current_link(product)
+        tmp = link.with_name(f".current.{os.getpid()}.tmp")
+        if tmp.is_symlink() or tmp.exists():
+            tmp.unlink()
+        os.symlink(target.name, tmp)
+        os.replace(tmp, link)
+        fsync_dir(link.parent)
+
+    def ensure(self) -> "Lake":
+        for p in (self.landing_root, self.raw_root, self.quarantine_root, self.published_root,
+                  self.catalog_root, self.audit_root, self.meta_root, self.reports_root):
+            p.mkdir(parents=True, exist_ok=True)
+        return self
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
