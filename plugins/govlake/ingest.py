@@ -1,0 +1,371 @@
+"""Extraction: landing deliveries -> raw Parquet (values as delivered, plus lineage).
+
+For one dataset: find files under ``landing/<dept>/<dataset>/<date>/`` matching the dataset's
+pattern, identify each by SHA-256 in the ledger (already seen -> skipped), decode strictly
+(utf-8-sig, then gb18030), check the contract (columns by name), parse CSV or JSON Lines in
+streaming batches and write ``raw/<dept>/<dataset>/<batch_id>/part-00000.parquet``. A file
+that cannot be read goes to ``quarantine/files/...`` with a machine-readable ``reason.json``;
+the other files proceed.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from govlake import encoding as enc
+from govlake.ledger import Delivery, Ledger
+from govlake.metadata import Dataset
+from govlake.storage import Lake, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+LINEAGE = ["_batch_id", "_source_file", "_source_sha256", "_row_number", "_ingested_at", "_delivery_date"]
+CSV_BLOCK = 32 << 20  # bytes of CSV per streaming batch
+JSON_BATCH = 200_000  # lines of JSON per streaming batch
+ROW_GROUP = 1_000_000
+
+
+class ContractError(ValueError):
+    """The delivery does not match the dataset's declared columns."""
+
+    def __init__(self, rule: str, message: str, row: int | None = None, columns: list[str] | None = None):
+        super().__init__(message)
+        self.rule = rule
+        self.row = row
+        self.columns = columns or []
+
+
+class ParseError(ValueError):
+    def __init__(self, rule: str, message: str, row: int | None = None):
+        super().__init__(message)
+        self.rule = rule
+        self.row = row
+
+
+@dataclass
+class FileResult:
+    source_file: str
+    sha256: str
+    status: str  # ingested | skipped | quarantined
+    batch_id: str | None = None
+    rows: int = 0
+    encoding: str | None = None
+    reason: str | None = None
+    message: str | None = None
+    supersedes: str | None = None
+
+
+@dataclass
+class DatasetResult:
+    dataset: str
+    files: list[FileResult] = field(default_factory=list)
+
+    @property
+    def ingested(self) -> list[FileResult]:
+        return [f for f in self.files if f.status == "ingested"]
+
+    def summary(self) -> dict:
+        return {
+            "dataset": self.dataset,
+            "files": len(self.files),
+            "ingested_files": len(self.ingested),
+            "rows": sum(f.rows for f in self.ingested),
+            "skipped": sum(1 for f in self.files if f.status == "skipped"),
+            "quarantined": sum(1 for f in self.files if f.status == "quarantined"),
+            "new_batches": [f.batch_id for f in self.ingested],
+            "problems": [
+                {"file": f.source_file, "reason": f.reason, "message": f.message}
+                for f in self.files if f.status == "quarantined"
+            ],
+        }
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(4 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def batch_id_for(delivery_date: str, sha256: str) -> str:
+    return f"{delivery_date.replace('-', '')}-{sha256[:16]}"
+
+
+def check_contract(ds: Dataset, header: list[str], source: str) -> None:
+    expected = ds.column_names
+    dup = sorted({h for h in header if header.count(h) > 1})
+    if dup:
+        raise ContractError("contract.duplicate_column",
+                            f"{source}: row 1 (header): rule contract.duplicate_column: column(s) {dup} appear twice",
+                            row=1, columns=dup)
+    missing = [c for c in expected if c not in header]
+    extra = [h for h in header if h not in expected]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing column(s) {missing}")
+        if extra:
+            parts.append(f"unexpected column(s) {extra}")
+        rule = "contract.missing_column" if missing else "contract.unexpected_column"
+        raise ContractError(rule, f"{source}: row 1 (header): rule {rule}: {'; '.join(parts)} "
+                                  f"(expected {expected})", row=1, columns=missing + extra)
+
+
+# --------------------------------------------------------------------------------- parsing
+def _csv_header(path: Path, encoding: str) -> list[str]:
+    with open(path, "r", encoding=encoding, newline="") as fh:
+        try:
+            header = next(csv.reader(fh))
+        except StopIteration:
+            raise ParseError("file.empty", f"{path}: rule file.empty: the file has no header row", row=1)
+    return [h.strip() for h in header]
+
+
+def _locate_bad_csv_row(path: Path, encoding: str, ncols: int) -> tuple[int, str]:
+    with open(path, "r", encoding=encoding, newline="") as fh:
+        reader = csv.reader(fh)
+        next(reader, None)
+        for i, rec in enumerate(reader, start=1):
+            if len(rec) != ncols:
+                return i, f"has {len(rec)} fields, the header has {ncols}"
+    return 0, "unparseable CSV"
+
+
+def iter_csv(path: Path, encoding: str, header: list[str]) -> Iterator[pa.RecordBatch]:
+    """Stream record batches of strings; '' stays '' (as delivered)."""
+    codec = "utf-8" if encoding == "utf-8-sig" else encoding  # Arrow skips the UTF-8 BOM itself
+    ro = pacsv.ReadOptions(encoding=codec, block_size=CSV_BLOCK, column_names=header, skip_rows=1)
+    po = pacsv.ParseOptions(newlines_in_values=True)
+    co = pacsv.ConvertOptions(
+        column_types={h: pa.string() for h in header},
+        strings_can_be_null=False,
+        quoted_strings_can_be_null=False,
+        null_values=[],
+    )
+    reader = pacsv.open_csv(path, read_options=ro, parse_options=po, convert_options=co)
+    try:
+        for b in reader:
+            yield b
+    except pa.ArrowInvalid as e:
+        row, why = _locate_bad_csv_row(path, encoding, len(header))
+        raise ParseError("parse.malformed_row", f"{path}: row {row}: rule parse.malformed_row: {why} ({e})", row=row)
+
+
+def _jsonl_value(v):
+    if v is None or isinstance(v, str):
+        return v
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return json.dumps(v, ensure_ascii=False)
+
+
+def iter_jsonl(path: Path, encoding: str, columns: list[str], source: str) -> Iterator[pa.RecordBatch]:
+    """JSON Lines; numbers come back as the exact text delivered (parse_int/parse_float=str)."""
+    schema = pa.schema([(c, pa.string()) for c in columns])
+    cols: dict[str, list] = {c: [] for c in columns}
+    n = 0
+    with open(path, "r", encoding=encoding, newline="") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line, parse_int=str, parse_float=str)
+            except json.JSONDecodeError as e:
+                raise ParseError("parse.invalid_json", f"{source}: row {lineno}: rule parse.invalid_json: {e}", row=lineno)
+            if not isinstance(obj, dict):
+                raise ParseError("parse.invalid_json", f"{source}: row {lineno}: rule parse.invalid_json: not a JSON object", row=lineno)
+            extra = [k for k in obj if k not in cols]
+            if extra:
+                raise ContractError("contract.unexpected_column",
+                                    f"{source}: row {lineno}: rule contract.unexpected_column: unexpected field(s) {extra}",
+                                    row=lineno, columns=extra)
+            for c in columns:
+                cols[c].append(_jsonl_value(obj.get(c)))
+            cols.setdefault("_row_number", []).append(lineno)
+            n += 1
+            if n >= JSON_BATCH:
+                yield _json_batch(cols, columns, schema)
+                cols = {c: [] for c in columns}
+                n = 0
+    if n:
+        yield _json_batch(cols, columns, schema)
+
+
+def _json_batch(cols, columns, schema) -> pa.RecordBatch:
+    arrays = [pa.array(cols[c], pa.string()) for c in columns]
+    rb = pa.RecordBatch.from_arrays(arrays, schema=schema)
+    # carry the true line numbers (blank lines are skipped) in schema metadata-free side column
+    return rb.append_column("_line", pa.array(cols["_row_number"], pa.int64()))
+
+
+def jsonl_missing_columns(ds: Dataset, path: Path, encoding: str, source: str) -> None:
+    """A field that never appears in any record is a missing column."""
+    seen: set[str] = set()
+    with open(path, "r", encoding=encoding) as fh:
+        for line in fh:
+            if line.strip():
+                try:
+                    seen.update(json.loads(line).keys())
+                except (json.JSONDecodeError, AttributeError):
+                    continue
+            if len(seen) >= len(ds.column_names):
+                break
+    missing = [c for c in ds.column_names if c not in seen]
+    if missing:
+        raise ContractError("contract.missing_column",
+                            f"{source}: rule contract.missing_column: field(s) {missing} never appear",
+                            columns=missing)
+
+
+# --------------------------------------------------------------------------------- writing
+def _write_batches(batches: Iterator[pa.RecordBatch], out_dir: Path, columns: list[str], *, batch_id: str,
+                   source_file: str, sha: str, ingested_at: dt.datetime, delivery_date: str) -> int:
+    schema = pa.schema(
+        [(c, pa.string()) for c in columns]
+        + [("_batch_id", pa.string()), ("_source_file", pa.string()), ("_source_sha256", pa.string()),
+           ("_row_number", pa.int64()), ("_ingested_at", pa.timestamp("us", tz="UTC")),
+           ("_delivery_date", pa.string())]
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    writer = pq.ParquetWriter(out_dir / "part-00000.parquet", schema, compression="zstd")
+    total = 0
+    try:
+        for rb in batches:
+            n = rb.num_rows
+            if n == 0:
+                continue
+            if "_line" in rb.schema.names:
+                rownum = rb.column(rb.schema.get_field_index("_line"))
+            else:
+                rownum = pa.array(range(total + 1, total + n + 1), pa.int64())
+            arrays = [rb.column(rb.schema.get_field_index(c)) for c in columns] + [
+                pa.array([batch_id] * n, pa.string()),
+                pa.array([source_file] * n, pa.string()),
+                pa.array([sha] * n, pa.string()),
+                rownum,
+                pa.array([ingested_at] * n, pa.timestamp("us", tz="UTC")),
+                pa.array([delivery_date] * n, pa.string()),
+            ]
+            writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema), row_group_size=ROW_GROUP)
+            total += n
+    finally:
+        writer.close()
+    return total
+
+
+def _quarantine_file(lake: Lake, ds: Dataset, path: Path, res: FileResult, batch_id: str, detail: dict) -> None:
+    qdir = lake.quarantine_files(ds.dept, ds.name) / batch_id
+    qdir.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(path, qdir / path.name)
+    atomic_write_text(qdir / "reason.json", json.dumps({
+        "dept": ds.dept, "dataset": ds.name, "batch_id": batch_id, "source_file": res.source_file,
+        "sha256": res.sha256, "reason": res.reason, "message": res.message,
+        "quarantined_at": dt.datetime.now(dt.timezone.utc).isoformat(), **detail,
+    }, ensure_ascii=False, indent=2) + "\n")
+
+
+def landing_files(lake: Lake, ds: Dataset, up_to: str | None = None) -> list[tuple[str, Path]]:
+    base = lake.landing(ds.dept, ds.name)
+    if not base.is_dir():
+        return []
+    out = []
+    for date_dir in sorted(p for p in base.iterdir() if p.is_dir()):
+        try:
+            dt.date.fromisoformat(date_dir.name)
+        except ValueError:
+            log.warning("%s: not a YYYY-MM-DD delivery folder, ignored", date_dir)
+            continue
+        if up_to and date_dir.name > up_to:
+            continue
+        for f in sorted(date_dir.glob(ds.file_pattern)):
+            if f.is_file() and not f.name.startswith("."):
+                out.append((date_dir.name, f))
+    return out
+
+
+def ingest_file(lake: Lake, ledger: Ledger, ds: Dataset, delivery_date: str, path: Path) -> FileResult:
+    source_file = str(path.relative_to(lake.landing_root))
+    sha = sha256_file(path)
+    seen = ledger.find_sha(ds.dept, ds.name, sha)
+    if seen:
+        return FileResult(source_file, sha, "skipped", batch_id=seen.batch_id,
+                          message=f"already {seen.status} as batch {seen.batch_id}")
+    batch_id = batch_id_for(delivery_date, sha)
+    prev = ledger.previous_version(ds.dept, ds.name, delivery_date, path.name)
+    res = FileResult(source_file, sha, "ingested", batch_id=batch_id, supersedes=prev.batch_id if prev else None)
+    now = dt.datetime.now(dt.timezone.utc)
+    final_dir = lake.raw_batch(ds.dept, ds.name, batch_id)
+    tmp_dir = final_dir.with_name(f".{batch_id}.tmp")
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    detail: dict = {}
+    try:
+        res.encoding = enc.detect_file(path)
+        if ds.format == "csv":
+            header = _csv_header(path, res.encoding)
+            check_contract(ds, header, source_file)
+            batches = iter_csv(path, res.encoding, header)
+        elif ds.format == "jsonl":
+            jsonl_missing_columns(ds, path, res.encoding, source_file)
+            batches = iter_jsonl(path, res.encoding, ds.column_names, source_file)
+        else:
+            raise ParseError("format.unsupported", f"{source_file}: rule format.unsupported: format {ds.format!r}")
+        res.rows = _write_batches(batches, tmp_dir, ds.column_names, batch_id=batch_id, source_file=source_file,
+                                  sha=sha, ingested_at=now, delivery_date=delivery_date)
+        if res.rows == 0:
+            raise ParseError("file.empty", f"{source_file}: rule file.empty: the delivery has no data rows", row=1)
+    except enc.UndecodableError as e:
+        res.status, res.reason = "quarantined", "encoding.undecodable"
+        res.message = str(e).replace(str(path), source_file)
+        detail = {"row": e.line, "byte_offset": e.byte_offset, "rule": res.reason}
+    except (ContractError, ParseError) as e:
+        res.status, res.reason, res.message = "quarantined", e.rule, str(e).replace(str(path), source_file)
+        detail = {"row": e.row, "rule": e.rule, "columns": getattr(e, "columns", [])}
+    if res.status == "quarantined":
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        res.rows = 0
+        res.supersedes = None
+        _quarantine_file(lake, ds, path, res, batch_id, detail)
+        log.warning("quarantined %s: %s", source_file, res.message)
+    else:
+        shutil.rmtree(final_dir, ignore_errors=True)  # a crashed earlier attempt left it unrecorded
+        os.replace(tmp_dir, final_dir)
+    ledger.record(Delivery(
+        batch_id=batch_id, dept=ds.dept, dataset=ds.name, delivery_date=delivery_date, file_name=path.name,
+        source_file=source_file, sha256=sha, size_bytes=path.stat().st_size,
+        rows=res.rows if res.status == "ingested" else None, status=res.status, encoding=res.encoding,
+        reason=res.reason, message=res.message, supersedes=res.supersedes, superseded_by=None,
+        ingested_at=now.isoformat(),
+    ))
+    return res
+
+
+def extract_dataset(ds: Dataset, lake: Lake | None = None, up_to: str | None = None) -> DatasetResult:
+    """Ingest every new delivery of one dataset. Never raises for a bad file: it is quarantined."""
+    lake = (lake or Lake.default()).ensure()
+    ledger = Ledger(lake)
+    result = DatasetResult(ds.id)
+    for delivery_date, path in landing_files(lake, ds, up_to):
+        r = ingest_file(lake, ledger, ds, delivery_date, path)
+        log.info("%s %s: %s rows=%s %s", ds.id, r.source_file, r.status, r.rows, r.message or "")
+        result.files.append(r)
+    ledger.export()
+    return result
+
+
+def to_dict(r: FileResult) -> dict:
+    return asdict(r)
