@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
 from govlake import config
 from govlake.storage import Lake
 
-# The embedded Airflow for tests lives in one session-wide home (created once).
-_SESSION_HOME = Path(os.environ.get("GOVLAKE_TEST_WORK", config.project_root() / ".work" / "test"))
 
 
 @pytest.fixture
@@ -24,15 +19,11 @@ def lake(tmp_path, monkeypatch) -> Lake:
 
 @pytest.fixture(scope="session")
 def airflow_env():
-    """Environment for an embedded Airflow (SQLite DB under .work/test/airflow)."""
-    home = _SESSION_HOME / "airflow"
-    home.mkdir(parents=True, exist_ok=True)
-    env = config.airflow_env(home)
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    yield env
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    """The embedded Airflow (SQLite under $AIRFLOW_HOME, default .work/airflow), migrated once.
+
+    Airflow reads its configuration once per process, so all tests share one home."""
+    from govlake import runner
+
+    env = config.apply_env()
+    runner.ensure_airflow_db()
+    return env
