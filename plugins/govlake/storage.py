@@ -74,6 +74,14 @@ class Lake:
         """Validation reports and GX Data Docs."""
         return self.root / "reports"
 
+    def report_dir(self, run_id: str, layer: str) -> Path:
+        """Validation report + GX Data Docs of one gate run (kept, pass or fail)."""
+        return self.reports_root / run_id / layer
+
+    @property
+    def locks_root(self) -> Path:
+        return self.meta_root / "locks"
+
     def landing(self, dept: str, dataset: str, date: str | None = None) -> Path:
         p = self.landing_root / dept / dataset
         return p / date if date else p

@@ -1,0 +1,434 @@
+"""Great Expectations gates: validate a candidate layer, pushed down to DuckDB.
+
+Suites are reviewed JSON files, one per model: ``expectations/<layer>/<model>.json`` (GX 1.x
+``ExpectationSuite`` JSON). ``validate`` runs every model of a layer through GX's SQL
+execution engine on an in-memory DuckDB that reads the candidate Parquet file directly (no
+pandas frame: memory stays flat as tables grow), writes GX Data Docs (made offline: no CDN
+links) plus a small self-contained summary report under ``<lake>/reports/<run_id>/<layer>/``,
+and returns a ``GateResult``. ``check``/``GateResult.raise_for_failure`` raise ``GateFailed``
+naming model, suite and every failed expectation.
+
+See docs/adr/0003-gx-on-duckdb.md for why GX runs on DuckDB through ``govlake.gx_duckdb``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from govlake import config, gx_duckdb
+from govlake.storage import Lake, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+LAYERS = ("standardized", "shared")
+#: suite parameters the reviewed suites may reference as {"$PARAMETER": name}
+SUITE_PARAMETERS = ("today",)
+_MAX_EXAMPLES = 5
+
+
+class GateError(RuntimeError):
+    """The gate could not run (missing suite, unreadable candidate...): not a data verdict."""
+
+
+class GateFailed(Exception):
+    """A candidate failed its expectations. The message names product/model, suite and each
+    failed expectation; ``.result`` holds the whole ``GateResult``."""
+
+    def __init__(self, result: "GateResult", product: str | None = None):
+        self.result = result
+        self.product = product
+        super().__init__(result.failure_message(product))
+
+
+@dataclass
+class FailedExpectation:
+    type: str
+    column: str | None
+    kwargs: dict
+    observed_value: Any = None
+    unexpected_count: int | None = None
+    unexpected_percent: float | None = None
+    examples: list = field(default_factory=list)
+    exception: str | None = None
+
+    def describe(self) -> str:
+        col = f"({self.column})" if self.column else ""
+        if self.exception:
+            return f"{self.type}{col}: could not be evaluated: {self.exception}"
+        parts = []
+        if self.unexpected_count is not None:
+            pct = f" ({self.unexpected_percent:.4g}%)" if self.unexpected_percent is not None else ""
+            parts.append(f"{self.unexpected_count} unexpected{pct}")
+        if self.examples:
+            parts.append(f"e.g. {self.examples[:_MAX_EXAMPLES]!r}")
+        if self.observed_value is not None:
+            parts.append(f"observed {self.observed_value!r}")
+        expected = {k: v for k, v in self.kwargs.items()
+                    if k not in ("column", "column_list", "batch_id", "result_format")}
+        if expected:
+            parts.append(f"expected {expected}")
+        return f"{self.type}{col}: " + "; ".join(parts)
+
+
+@dataclass
+class SuiteResult:
+    model: str
+    suite: str
+    success: bool
+    evaluated: int
+    failed: list[FailedExpectation]
+    table: str  # the candidate file that was validated
+    row_count: int | None = None
+    docs_page: str | None = None
+
+
+@dataclass
+class GateResult:
+    layer: str
+    run_id: str
+    success: bool
+    suite_results: dict[str, SuiteResult]
+    report_path: Path  # self-contained HTML summary
+    docs_path: Path  # GX Data Docs index.html
+    json_path: Path  # machine-readable summary
+    seconds: float
+
+    def failure_message(self, product: str | None = None) -> str:
+        bad = [r for r in self.suite_results.values() if not r.success]
+        what = f"product {product}" if product else f"layer {self.layer}"
+        lines = [f"gate failed for {what} (run {self.run_id}): "
+                 f"{len(bad)} of {len(self.suite_results)} suite(s) failed"]
+        for r in bad:
+            lines.append(f"- model {r.model}, suite {r.suite}, candidate {r.table}:")
+            lines.extend(f"    * {f.describe()}" for f in r.failed)
+        lines.append(f"report: {self.report_path}  data docs: {self.docs_path}")
+        return "\n".join(lines)
+
+    def raise_for_failure(self, product: str | None = None) -> "GateResult":
+        if not self.success:
+            raise GateFailed(self, product)
+        return self
+
+    def only(self, models: list[str] | tuple[str, ...] | str) -> "GateResult":
+        """The same result restricted to some models (e.g. the one product being published)."""
+        names = [models] if isinstance(models, str) else list(models)
+        sub = {m: self.suite_results[m] for m in names}
+        return GateResult(self.layer, self.run_id, all(r.success for r in sub.values()), sub,
+                          self.report_path, self.docs_path, self.json_path, self.seconds)
+
+    def summary(self) -> dict:
+        """JSON-able summary (goes into the published manifest and validation.json)."""
+        return {
+            "layer": self.layer,
+            "run_id": self.run_id,
+            "success": self.success,
+            "seconds": round(self.seconds, 3),
+            "report_path": str(self.report_path),
+            "docs_path": str(self.docs_path),
+            "suites": {
+                m: {
+                    "suite": r.suite,
+                    "success": r.success,
+                    "evaluated": r.evaluated,
+                    "row_count": r.row_count,
+                    "table": r.table,
+                    "docs_page": r.docs_page,
+                    "failed": [asdict(f) for f in r.failed],
+                }
+                for m, r in self.suite_results.items()
+            },
+        }
+
+
+def check(result: GateResult, product: str | None = None) -> GateResult:
+    return result.raise_for_failure(product)
+
+
+# ---- suites ---------------------------------------------------------------------------------
+def suites_dir(layer: str | None = None) -> Path:
+    root = config.expectations_dir()
+    return root / layer if layer else root
+
+
+def suite_path(layer: str, model: str) -> Path:
+    if layer not in LAYERS:
+        raise GateError(f"unknown layer {layer!r}; expected one of {LAYERS}")
+    return suites_dir(layer) / f"{model}.json"
+
+
+def load_suite_json(layer: str, model: str) -> dict:
+    p = suite_path(layer, model)
+    if not p.is_file():
+        raise GateError(f"no reviewed suite for {layer} model {model!r}: {p} does not exist")
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise GateError(f"{p}: invalid JSON at line {e.lineno}: {e.msg}") from e
+    if not isinstance(doc.get("expectations"), list) or not doc.get("name"):
+        raise GateError(f"{p}: a suite needs 'name' and a list of 'expectations'")
+    for i, e in enumerate(doc["expectations"]):
+        if "type" not in e or not isinstance(e.get("kwargs", {}), dict):
+            raise GateError(f"{p}: expectation #{i} needs 'type' and a 'kwargs' object")
+    return doc
+
+
+def list_suites() -> dict[str, list[str]]:
+    return {layer: sorted(p.stem for p in suites_dir(layer).glob("*.json")) for layer in LAYERS}
+
+
+def suite_columns(doc: dict) -> set[str]:
+    """Every column a suite names (column, column_A/B, column_list, column_set)."""
+    cols: set[str] = set()
+    for e in doc["expectations"]:
+        kw = e.get("kwargs", {})
+        for k in ("column", "column_A", "column_B"):
+            if k in kw:
+                cols.add(kw[k])
+        for k in ("column_list", "column_set"):
+            cols.update(kw.get(k) or [])
+    return cols
+
+
+def _build_suite(doc: dict):
+    import great_expectations as gx
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    exps = [ExpectationConfiguration(type=e["type"], kwargs=e.get("kwargs", {}),
+                                     meta=e.get("meta") or {}).to_domain_obj()
+            for e in doc["expectations"]]
+    return gx.ExpectationSuite(name=doc["name"], expectations=exps, meta=doc.get("meta") or {})
+
+
+# ---- validation -----------------------------------------------------------------------------
+def _context(docs_dir: Path):
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+    for name in list(ctx.list_data_docs_sites()):
+        ctx.delete_data_docs_site(name)
+    ctx.add_data_docs_site(
+        site_name="govlake",
+        site_config={
+            "class_name": "SiteBuilder",
+            "show_how_to_buttons": False,
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend",
+                              "base_directory": str(docs_dir)},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        },
+    )
+    return ctx
+
+
+def _sql_literal(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def validate(lake: Lake, layer: str, tables: dict[str, Path], run_id: str, *,
+             today: dt.date | None = None, threads: int | None = None,
+             memory_limit: str | None = None) -> GateResult:
+    """Validate each candidate table of ``layer`` against its reviewed suite.
+
+    ``tables`` maps model name -> Parquet file (or glob). Never raises on bad data: the
+    verdict is in the result (call ``check``). Raises ``GateError`` if the gate cannot run.
+    """
+    import great_expectations as gx
+    from great_expectations.checkpoint import UpdateDataDocsAction
+
+    if not tables:
+        raise GateError(f"nothing to validate for layer {layer}")
+    suites_json = {m: load_suite_json(layer, m) for m in tables}  # fail fast on a missing suite
+    for m, p in tables.items():
+        if not any(Path(p).parent.glob(Path(p).name)):
+            raise GateError(f"{layer} model {m}: candidate {p} does not exist")
+    gx_duckdb.install()
+    started = time.perf_counter()
+    out_dir = lake.report_dir(run_id, layer)
+    docs_dir = out_dir / "data_docs"
+    docs_dir.mkdir(parents=True, exist_ok=True)
+    ctx = _context(docs_dir)
+    ds = ctx.data_sources.add_sql(
+        name=f"candidate_{layer}",
+        connection_string=gx_duckdb.connection_string(),
+        kwargs=gx_duckdb.engine_kwargs(threads=threads or min(4, os.cpu_count() or 2),
+                                       memory_limit=memory_limit),
+    )
+    params = {"today": (today or dt.date.today()).isoformat()}
+    vdefs = []
+    for model, path in tables.items():
+        asset = ds.add_query_asset(
+            name=model, query=f"select * from read_parquet({_sql_literal(Path(path))})")
+        bdef = asset.add_batch_definition_whole_table(name=f"{model}__candidate")
+        suite = ctx.suites.add(_build_suite(suites_json[model]))
+        vdefs.append(ctx.validation_definitions.add(
+            gx.ValidationDefinition(name=f"{layer}__{model}", data=bdef, suite=suite)))
+    cp = ctx.checkpoints.add(gx.Checkpoint(
+        name=f"gate_{layer}",
+        validation_definitions=vdefs,
+        actions=[UpdateDataDocsAction(name="data_docs", site_names=["govlake"])],
+        result_format={"result_format": "BASIC", "partial_unexpected_count": 20},
+    ))
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    cp_result = cp.run(expectation_parameters=params,
+                       run_id=RunIdentifier(run_name=run_id,
+                                            run_time=dt.datetime.now(dt.timezone.utc)))
+    ds_engine = ds.get_execution_engine()
+    ds_engine.close()
+
+    results: dict[str, SuiteResult] = {}
+    by_suite = {suites_json[m]["name"]: (m, Path(p)) for m, p in tables.items()}
+    for vres in cp_result.run_results.values():
+        model, path = by_suite[vres.suite_name]
+        failed, row_count = [], None
+        for er in vres.results:
+            cfg = er.expectation_config
+            res = er.result or {}
+            if cfg.type == "expect_table_row_count_to_be_between" and "observed_value" in res:
+                row_count = res["observed_value"]
+            if er.success:
+                continue
+            kw = {k: v for k, v in cfg.kwargs.items() if k != "batch_id"}
+            exc = None
+            if er.exception_info and er.exception_info.get("raised_exception"):
+                exc = er.exception_info.get("exception_message")
+            else:
+                for v in (er.exception_info or {}).values():
+                    if isinstance(v, dict) and v.get("raised_exception"):
+                        exc = v.get("exception_message")
+                        break
+            col = kw.get("column") or (",".join(kw["column_list"]) if "column_list" in kw else None)
+            failed.append(FailedExpectation(
+                type=cfg.type, column=col, kwargs=_jsonable(kw),
+                observed_value=_jsonable(res.get("observed_value")),
+                unexpected_count=res.get("unexpected_count"),
+                unexpected_percent=res.get("unexpected_percent"),
+                examples=_jsonable(res.get("partial_unexpected_list") or [])[:_MAX_EXAMPLES],
+                exception=exc,
+            ))
+        results[model] = SuiteResult(
+            model=model, suite=vres.suite_name, success=bool(vres.success) and not failed,
+            evaluated=len(vres.results), failed=failed, table=str(path), row_count=row_count)
+
+    missing = set(tables) - set(results)
+    if missing:
+        raise GateError(f"GX returned no result for {sorted(missing)}")
+    offline = make_offline(docs_dir)
+    for r in results.values():
+        pages = sorted((docs_dir / "validations" / Path(*r.suite.split("."))).rglob("*.html"))
+        r.docs_page = str(pages[-1]) if pages else None
+    gate = GateResult(
+        layer=layer, run_id=run_id, success=all(r.success for r in results.values()),
+        suite_results={m: results[m] for m in tables},
+        report_path=out_dir / "report.html", docs_path=docs_dir / "index.html",
+        json_path=out_dir / "validation.json", seconds=time.perf_counter() - started)
+    atomic_write_text(gate.json_path, json.dumps(gate.summary(), ensure_ascii=False, indent=2))
+    atomic_write_text(gate.report_path, render_report(gate))
+    log.info("gate %s run %s: %s in %.1fs (%d offline pages)", layer, run_id,
+             "passed" if gate.success else "FAILED", gate.seconds, offline)
+    return gate
+
+
+def _jsonable(v: Any) -> Any:
+    return json.loads(json.dumps(v, default=str, ensure_ascii=False))
+
+
+# ---- offline Data Docs ------------------------------------------------------------------------
+_REMOTE = r"""(?:https?:)?//"""
+_REMOTE_TAGS = [
+    # <script src="https://..."></script>
+    re.compile(r"""<script\b[^>]*\bsrc\s*=\s*["']""" + _REMOTE + r"""[^"']*["'][^>]*>\s*</script>""", re.I),
+    # <link ... href="https://..."> (stylesheets, fonts, icons)
+    re.compile(r"""<link\b[^>]*\bhref\s*=\s*["']""" + _REMOTE + r"""[^"']*["'][^>]*/?>""", re.I),
+    # <img src="https://..."> (GX logo from S3)
+    re.compile(r"""<img\b[^>]*\bsrc\s*=\s*["']""" + _REMOTE + r"""[^"']*["'][^>]*/?>""", re.I),
+]
+_REMOTE_CSS = re.compile(r"""(@import\s+)?url\(\s*["']?""" + _REMOTE + r"""[^)]*\)\s*;?""", re.I)
+#: finds any remaining remote *asset* reference (used by tests and by make_offline's check)
+REMOTE_ASSET_RE = re.compile(
+    r"""<(?:script|img|iframe|source|video|audio|embed)\b[^>]*\bsrc\s*=\s*["']""" + _REMOTE
+    + r"""|<link\b[^>]*\bhref\s*=\s*["']""" + _REMOTE + r"""|url\(\s*["']?""" + _REMOTE, re.I)
+
+_OFFLINE_CSS = """<style id="govlake-offline">
+/* govlake: GX Data Docs made offline (CDN bootstrap/jquery/vega removed). */
+body{font-family:system-ui,-apple-system,"Noto Sans CJK SC","Microsoft YaHei",sans-serif;margin:0 1.5rem;color:#222}
+table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ccc;padding:.25rem .5rem;vertical-align:top}
+.collapse:not(.show){display:block}.d-none{display:none}.text-danger{color:#b00}.text-success{color:#070}
+.card{border:1px solid #ddd;margin:.75rem 0;padding:.5rem}nav,.navbar{padding:.5rem 0;border-bottom:1px solid #ddd}
+code,pre{background:#f5f5f5}.badge{padding:0 .3rem;border:1px solid #aaa;border-radius:3px}
+</style>"""
+
+
+def offline_html(text: str) -> str:
+    for rx in _REMOTE_TAGS:
+        text = rx.sub("", text)
+    text = _REMOTE_CSS.sub("", text)
+    if 'id="govlake-offline"' not in text:
+        text = re.sub(r"</head>", _OFFLINE_CSS + "\n</head>", text, count=1, flags=re.I)
+    return text
+
+
+def make_offline(docs_dir: Path) -> int:
+    """Strip every remote asset reference from the generated site (HTML and CSS)."""
+    n = 0
+    for p in list(docs_dir.rglob("*.html")) + list(docs_dir.rglob("*.css")):
+        text = p.read_text(encoding="utf-8")
+        new = offline_html(text) if p.suffix == ".html" else _REMOTE_CSS.sub("", text)
+        if new != text:
+            p.write_text(new, encoding="utf-8")
+        left = REMOTE_ASSET_RE.search(new)
+        if left:
+            raise GateError(f"{p}: remote asset reference left after offline rewrite: {left.group(0)!r}")
+        n += 1
+    return n
+
+
+# ---- our own summary report (Jinja2, self-contained) -------------------------------------------
+_REPORT = """<!doctype html>
+<html lang="zh-CN"><head><meta charset="utf-8">
+<title>govlake gate {{ g.layer }} {{ g.run_id }}</title>
+<style>
+body{font-family:system-ui,"Noto Sans CJK SC","Microsoft YaHei",sans-serif;margin:1.5rem;color:#222}
+table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:left;vertical-align:top}
+.ok{color:#070;font-weight:bold}.bad{color:#b00;font-weight:bold}code{background:#f4f4f4}
+</style></head><body>
+<h1>Gate <code>{{ g.layer }}</code> — run <code>{{ g.run_id }}</code>:
+{% if g.success %}<span class="ok">PASSED</span>{% else %}<span class="bad">FAILED</span>{% endif %}</h1>
+<p>{{ g.suite_results|length }} suite(s), {{ '%.1f'|format(g.seconds) }} s.
+GX Data Docs: <a href="{{ docs_rel }}">{{ docs_rel }}</a></p>
+<table><tr><th>model</th><th>suite</th><th>rows</th><th>expectations</th><th>result</th><th>page</th></tr>
+{% for m, r in g.suite_results.items() %}
+<tr><td>{{ m }}</td><td>{{ r.suite }}</td><td>{{ r.row_count if r.row_count is not none else '' }}</td>
+<td>{{ r.evaluated }}</td>
+<td>{% if r.success %}<span class="ok">passed</span>{% else %}<span class="bad">{{ r.failed|length }} failed</span>{% endif %}</td>
+<td>{% if r.docs_page %}<a href="{{ rel(r.docs_page) }}">details</a>{% endif %}</td></tr>
+{% endfor %}</table>
+{% for m, r in g.suite_results.items() if not r.success %}
+<h2 class="bad">{{ m }} — {{ r.suite }}</h2><p>candidate: <code>{{ r.table }}</code></p><ul>
+{% for f in r.failed %}<li><code>{{ f.type }}</code>{% if f.column %} on <code>{{ f.column }}</code>{% endif %}:
+{{ f.describe() }}</li>{% endfor %}</ul>
+{% endfor %}
+</body></html>
+"""
+
+
+def render_report(g: GateResult) -> str:
+    import jinja2
+
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    base = g.report_path.parent
+
+    def rel(p: str | Path) -> str:
+        return html.escape(os.path.relpath(p, base))
+
+    return env.from_string(_REPORT).render(g=g, docs_rel=rel(g.docs_path), rel=rel)
