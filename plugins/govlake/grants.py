@@ -1,0 +1,144 @@
+"""Grants: which role may read which products, up to which grade, for which purposes, until when.
+
+The grants live in a reviewed configuration file, ``config/grants.yml`` (override with
+``$GOVLAKE_GRANTS_FILE``)::
+
+    roles:
+      mz_marriage_analyst:
+        title: 民政厅婚姻登记处 分析员
+        department: 民政            # compared with a product's owner_department (internal masks)
+        clearance: L2              # columns graded above this are masked / tokenized / withheld
+        purposes: [婚姻登记核验]     # the --purpose given must be one of these
+        expires: 2027-06-30        # the grant is refused after this day
+        approval: 共享审批〔2026〕002号
+        products:
+          population_base:
+            columns: {id_number: token}   # treatment of above-clearance columns
+          marriage_household_check: {}
+
+Treatments of a column graded above the role's clearance: ``mask`` (display mask by data
+element, standards.md §6), ``token`` (keyed join token), ``withhold`` (NULL). Without an
+explicit entry a column is masked when its element has a mask rule, else withheld. A column
+present in the data but absent from the product metadata counts as L4 (most restrictive).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from govlake import config
+from govlake.masking import TREATMENTS, default_treatment
+from govlake.products import GRADE_RANK, Product
+
+
+class GrantError(ValueError):
+    """The grants file is invalid; the message names the file, role and key."""
+
+
+def grants_file() -> Path:
+    env = os.environ.get("GOVLAKE_GRANTS_FILE")
+    return Path(env) if env else config.project_root() / "config" / "grants.yml"
+
+
+@dataclass(frozen=True)
+class ColumnPlan:
+    column: str
+    element: str
+    grade: str
+    treatment: str  # clear | mask | token | withhold
+    declared: bool = True
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    title: str
+    department: str
+    clearance: str
+    purposes: tuple[str, ...]
+    expires: dt.date
+    approval: str
+    products: dict = field(default_factory=dict, compare=False, hash=False)  # product -> {col: treatment}
+
+    def expired(self, today: dt.date | None = None) -> bool:
+        return (today or dt.date.today()) > self.expires
+
+    def treatment_override(self, product: str, column: str) -> str | None:
+        return (self.products.get(product) or {}).get(column)
+
+    def plan(self, product: Product | None, product_name: str, columns: list[str]) -> list[ColumnPlan]:
+        """How each column of a product reaches this role."""
+        out = []
+        for col in columns:
+            meta = product.column(col) if product else None
+            grade = meta.grade if meta else "L4"
+            element = meta.element if meta else ""
+            if GRADE_RANK[grade] <= GRADE_RANK[self.clearance]:
+                treatment = "clear"
+            else:
+                treatment = self.treatment_override(product_name, col) or default_treatment(element)
+            out.append(ColumnPlan(col, element, grade, treatment, declared=meta is not None))
+        return out
+
+
+def _parse_date(value, where: str) -> dt.date:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError as exc:
+        raise GrantError(f"{where}: expires {value!r} is not a date YYYY-MM-DD") from exc
+
+
+def load(path: Path | None = None) -> dict[str, Role]:
+    p = Path(path) if path else grants_file()
+    if not p.is_file():
+        raise GrantError(f"{p}: grants file not found")
+    doc = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    roles = doc.get("roles")
+    if not isinstance(roles, dict) or not roles:
+        raise GrantError(f"{p}: no 'roles' mapping")
+    out: dict[str, Role] = {}
+    for name, spec in roles.items():
+        where = f"{p}: role {name!r}"
+        if not isinstance(spec, dict):
+            raise GrantError(f"{where}: must be a mapping")
+        for key in ("clearance", "purposes", "expires", "products"):
+            if key not in spec or spec[key] in (None, "", [], {}):
+                raise GrantError(f"{where}: {key!r} is missing")
+        clearance = str(spec["clearance"])
+        if clearance not in GRADE_RANK:
+            raise GrantError(f"{where}: clearance {clearance!r} is not one of {list(GRADE_RANK)}")
+        purposes = spec["purposes"]
+        if isinstance(purposes, str):
+            purposes = [purposes]
+        raw_products = spec["products"]
+        if isinstance(raw_products, list):
+            raw_products = {str(x): {} for x in raw_products}
+        products: dict[str, dict[str, str]] = {}
+        for prod, pspec in (raw_products or {}).items():
+            cols = ((pspec or {}).get("columns") or {}) if isinstance(pspec, dict) else {}
+            for col, treat in cols.items():
+                if treat not in TREATMENTS or treat == "clear":
+                    raise GrantError(
+                        f"{where}: product {prod!r} column {col!r}: treatment {treat!r} is not one of "
+                        "mask, token, withhold (clear access comes only from the clearance level)")
+            products[str(prod)] = {str(c): str(t) for c, t in cols.items()}
+        out[str(name)] = Role(
+            name=str(name),
+            title=str(spec.get("title") or name),
+            department=str(spec.get("department") or ""),
+            clearance=clearance,
+            purposes=tuple(str(x) for x in purposes),
+            expires=_parse_date(spec["expires"], where),
+            approval=str(spec.get("approval") or ""),
+            products=products,
+        )
+    return out
