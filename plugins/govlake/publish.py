@@ -1,0 +1,260 @@
+"""Write-audit-publish: a gated candidate becomes an immutable ``published/<product>/v=<n>/``.
+
+Sequence (see docs/adr/0004-atomic-publish.md):
+
+1. refuse unless the gate result for *this* product passed, on *this* candidate file;
+2. take an exclusive ``fcntl`` lock per product (``_meta/locks/publish-<product>.lock``), so
+   concurrent publishers never pick the same version number;
+3. copy the candidate into a hidden staging dir ``.v=<n>.staging-<pid>`` (sha256 computed on
+   the way), write ``_manifest.json``, fsync files and dir;
+4. ``rename(2)`` the staging dir to ``v=<n>`` (never over an existing version), fsync parent;
+5. switch ``current`` with ``Lake.switch_current`` (new symlink + ``rename(2)``), still under
+   the lock.
+
+A reader that resolves ``current`` once (``resolve_current``) and reads from that directory
+sees a complete old or complete new version, never a mix. ``publish`` returns a
+``Publication``: an ``int`` (the version) carrying ``.record``, the publication record the
+caller hands to the audit log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from govlake.gate import GateFailed, GateResult, validate
+from govlake.storage import Lake, fsync_dir
+
+MANIFEST = "_manifest.json"
+_CHUNK = 8 * 1024 * 1024
+
+
+class PublishError(RuntimeError):
+    """Publication refused or impossible (ungated candidate, lock timeout, version clash)."""
+
+
+class Publication(int):
+    """The published version number, with the publication record attached (``.record``)."""
+
+    record: dict
+
+    def __new__(cls, version: int, record: dict) -> "Publication":
+        obj = super().__new__(cls, version)
+        obj.record = record
+        return obj
+
+    @property
+    def version(self) -> int:
+        return int(self)
+
+    @property
+    def path(self) -> Path:
+        return Path(self.record["path"])
+
+
+# ---- lock ---------------------------------------------------------------------------------------
+@contextmanager
+def product_lock(lake: Lake, product: str, timeout: float = 600.0) -> Iterator[Path]:
+    """Exclusive per-product publish lock (``flock`` on ``_meta/locks/publish-<product>.lock``)."""
+    lake.locks_root.mkdir(parents=True, exist_ok=True)
+    path = lake.locks_root / f"publish-{product}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if time.monotonic() > deadline:
+                    raise PublishError(f"could not lock {path} within {timeout:.0f}s: "
+                                       f"another publisher of {product} is running") from e
+                time.sleep(0.05)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield path
+    finally:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _copy_fsync(src: Path, dst: Path) -> tuple[str, int]:
+    """Copy ``src`` to a new file ``dst``, hashing on the way; fsync; make it read-only."""
+    h = hashlib.sha256()
+    size = 0
+    with open(src, "rb") as fin, open(dst, "xb") as fout:
+        while chunk := fin.read(_CHUNK):
+            h.update(chunk)
+            fout.write(chunk)
+            size += len(chunk)
+        fout.flush()
+        os.fsync(fout.fileno())
+    os.chmod(dst, 0o444)
+    return h.hexdigest(), size
+
+
+def _parquet_info(path: Path) -> tuple[int, list[dict]]:
+    import pyarrow.parquet as pq
+
+    md = pq.read_metadata(path)
+    schema = md.schema.to_arrow_schema()
+    return md.num_rows, [{"name": f.name, "type": str(f.type)} for f in schema]
+
+
+def _next_version(lake: Lake, product: str) -> int:
+    return max(lake.versions(product), default=0) + 1
+
+
+def resolve_current(lake: Lake, product: str) -> Path | None:
+    """The version directory ``current`` points at, resolved once. Read everything from the
+    returned path (not through ``current``) to be sure of seeing one version."""
+    link = lake.current_link(product)
+    try:
+        target = os.readlink(link)
+    except FileNotFoundError:
+        return None
+    return (link.parent / target).resolve()
+
+
+def _gate_verdict(gate_result: GateResult | None, product: str, candidate_file: Path) -> dict:
+    if gate_result is None:
+        raise PublishError(f"refusing to publish {product}: no gate result (write-audit-publish)")
+    sr = gate_result.suite_results.get(product)
+    if sr is None:
+        raise PublishError(f"refusing to publish {product}: the gate result of run "
+                           f"{gate_result.run_id} has no suite for {product} "
+                           f"(has {sorted(gate_result.suite_results)})")
+    if not sr.success:
+        raise GateFailed(gate_result.only(product), product)
+    if Path(sr.table).resolve() != Path(candidate_file).resolve():
+        raise PublishError(f"refusing to publish {candidate_file} as {product}: the gate "
+                           f"validated {sr.table}, not this file")
+    return {
+        "success": True,
+        "layer": gate_result.layer,
+        "suite": sr.suite,
+        "evaluated": sr.evaluated,
+        "row_count": sr.row_count,
+        "report_path": str(gate_result.report_path),
+        "docs_path": str(gate_result.docs_path),
+        "docs_page": sr.docs_page,
+        "json_path": str(gate_result.json_path),
+    }
+
+
+# ---- publish ------------------------------------------------------------------------------------
+def publish(lake: Lake, product: str, candidate_file: Path, *, run_id: str,
+            gate_result: GateResult | None, inputs: list[dict],
+            lock_timeout: float = 600.0) -> Publication:
+    """Publish a gated candidate Parquet file as the next immutable version of ``product``.
+
+    Returns a ``Publication`` (an ``int``: the version) whose ``.record`` is the publication
+    record for the audit log. Raises ``GateFailed`` if the product's suite failed,
+    ``PublishError`` if the candidate was not gated or cannot be published.
+    """
+    candidate_file = Path(candidate_file)
+    if not candidate_file.is_file():
+        raise PublishError(f"cannot publish {product}: candidate {candidate_file} does not exist")
+    if not isinstance(inputs, list) or not all(isinstance(i, dict) for i in inputs):
+        raise PublishError(f"cannot publish {product}: inputs must be a list of dicts")
+    verdict = _gate_verdict(gate_result, product, candidate_file)
+    row_count, columns = _parquet_info(candidate_file)
+    if verdict["row_count"] is not None and verdict["row_count"] != row_count:
+        raise PublishError(f"refusing to publish {product}: {candidate_file} has {row_count} rows "
+                           f"but the gate saw {verdict['row_count']} (changed after the gate?)")
+
+    pdir = lake.product_dir(product)
+    pdir.mkdir(parents=True, exist_ok=True)
+    with product_lock(lake, product, lock_timeout):
+        version = _next_version(lake, product)
+        final = lake.version_dir(product, version)
+        if final.exists() or final.is_symlink():
+            raise PublishError(f"{final} already exists: versions are never overwritten")
+        staging = pdir / f".v={version}.staging-{os.getpid()}"
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir()
+        try:
+            data_name = f"{product}.parquet"
+            digest, size = _copy_fsync(candidate_file, staging / data_name)
+            created_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+            manifest = {
+                "product": product,
+                "version": version,
+                "run_id": run_id,
+                "created_at": created_at,
+                "row_count": row_count,
+                "columns": columns,
+                "files": [{"path": data_name, "sha256": digest, "bytes": size,
+                           "rows": row_count}],
+                "candidate": str(candidate_file),
+                "inputs": inputs,
+                "gate": verdict,
+                "previous_version": lake.current_version(product),
+            }
+            text = json.dumps(manifest, ensure_ascii=False, indent=2, default=str)
+            with open(staging / MANIFEST, "x", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(staging / MANIFEST, 0o444)
+            fsync_dir(staging)
+            os.rename(staging, final)  # atomic; final did not exist (checked under the lock)
+            fsync_dir(pdir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        lake.switch_current(product, version)
+
+    record = {
+        "event": "publish",
+        "product": product,
+        "version": version,
+        "run_id": run_id,
+        "created_at": created_at,
+        "row_count": row_count,
+        "path": str(final),
+        "manifest_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        "files": manifest["files"],
+        "inputs": inputs,
+        "previous_version": manifest["previous_version"],
+        "gate": {k: verdict[k] for k in ("suite", "success", "report_path", "docs_path")},
+    }
+    return Publication(version, record)
+
+
+def gate_and_publish(lake: Lake, product: str, candidate_file: Path, *, run_id: str,
+                     inputs: list[dict], layer: str = "shared",
+                     gate_result: GateResult | None = None) -> Publication:
+    """Validate (unless ``gate_result`` is given) then publish ``product``.
+
+    On a failed gate raises ``GateFailed`` naming product, suite and failed expectations;
+    ``current`` is untouched, the candidate file and the validation report are kept.
+    """
+    if gate_result is None or product not in gate_result.suite_results:
+        gate_result = validate(lake, layer, {product: Path(candidate_file)}, run_id)
+    gate_result.only(product).raise_for_failure(product)
+    return publish(lake, product, Path(candidate_file), run_id=run_id,
+                   gate_result=gate_result, inputs=inputs)
