@@ -282,7 +282,7 @@ def _execute(lake, r, purpose, sql, a, meta, wanted, limit, timeout, t0, base) -
         for name, version in wanted.items():
             files = _product_files(lake, name, version)
             src = "read_parquet([" + ", ".join(masking.sql_literal(str(f)) for f in files) + \
-                  "], union_by_name = true)"
+                  "], union_by_name = true, hive_partitioning = false)"
             cols = [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()]
             plan = r.plan(meta.get(name), name, cols)
             plans[name] = (src, plan)
