@@ -1,0 +1,232 @@
+{#-
+  govlake_check(dept, dataset): every raw row of a feed, once, with
+    - each delivered column standardized to its data element (value computed once),
+    - `_errors`: the list of rules the row fails, as structs {rule, col, val, detail}
+      (empty list = the row is valid and goes to staging; otherwise it goes to quarantine_rows).
+
+  Driven entirely by the column meta in `_<dept>__sources.yml`:
+    element   ASCII name of the output column
+    standard  which rule applies (see glx_std_value / glx_std_error)
+    value_map name of the per-source map in seed code_value_map (gender, marital status, codes)
+    required  empty value -> required.missing
+
+  Record-level checks (where the record has the elements):
+    id_number + birth_date   -> id_number.birth_mismatch (birth date differs from ID[6:14])
+    id_number + gender_code  -> id_number.gender_mismatch (gender differs from ID sequence parity)
+  Exact duplicates within one delivered file (all delivered columns equal): the first copy
+  (lowest _row_number) stays, later copies fail `row.duplicate`.
+
+  The raw relation is read once; the value maps are small hash joins.
+-#}
+
+{%- macro glx_sql_string(s) -%}
+  '{{ s | replace("'", "''") }}'
+{%- endmacro -%}
+
+
+{%- macro glx_std(name, expr) -%}
+  {#- call the standards macro `name` (macros/standards/) on a SQL expression -#}
+  {%- set m = context.get(name) or context.get('standin_' ~ name) -%}
+  {%- if not m -%}
+    {{- exceptions.raise_compiler_error("govlake: standardization macro " ~ name ~ " is not defined (macros/standards/)") -}}
+  {%- endif -%}
+  ({{ m(expr) }})
+{%- endmacro -%}
+
+
+{%- macro glx_is_empty(txt_expr) -%}
+  ({{ txt_expr }} is null)
+{%- endmacro -%}
+
+
+{%- macro glx_default_value_map(col) -%}
+  {%- set defaults = {'marital_status': 'marital_status_cn', 'ethnicity': 'ethnicity_cn'} -%}
+  {%- set vm = col.value_map or defaults.get(col.standard) -%}
+  {%- if not vm -%}
+    {{- exceptions.raise_compiler_error("govlake: column " ~ col.name ~ " has standard " ~ col.standard ~ " but no value_map") -}}
+  {%- endif -%}
+  {{- return(vm) -}}
+{%- endmacro -%}
+
+
+{%- macro glx_map_key(expr) -%}
+  lower({{ glx_std('std_text', expr) }})
+{%- endmacro -%}
+
+{#- standard -> (value macro, error macro) in macros/standards/ -#}
+{%- macro glx_rule_macros(standard) -%}
+  {%- set rules = {
+      'id_number': ('gb11643_id_number', 'gb11643_id_number_error'),
+      'uscc': ('gb32100_uscc', 'gb32100_uscc_error'),
+      'date': ('std_date', 'std_date_error'),
+      'phone': ('std_phone', 'std_phone_error'),
+      'division_code': ('std_division_code', 'std_division_code_error'),
+      'year_month': ('std_year_month', 'std_year_month_error'),
+      'decimal': ('std_decimal', 'std_decimal_error'),
+      'name': ('std_name', none),
+      'text': ('std_text', none),
+      'address': ('std_text', none),
+  } -%}
+  {{- return(rules.get(standard)) -}}
+{%- endmacro -%}
+
+
+{%- macro glx_std_value(col, ref_expr, txt_expr, map_alias) -%}
+  {%- set s = col.standard -%}
+  {%- set rm = glx_rule_macros(s) -%}
+  {%- if rm -%} {{ glx_std(rm[0], ref_expr) }}
+  {%- elif s == 'marital_status' -%}
+    case when {{ glx_is_empty(txt_expr) }} then '90' else {{ map_alias }}.code end
+  {%- elif s in ('gender', 'ethnicity', 'code') -%}
+    case when {{ glx_is_empty(txt_expr) }} then null else {{ map_alias }}.code end
+  {%- else -%}
+    {{- exceptions.raise_compiler_error("govlake: unknown standard " ~ s ~ " for column " ~ col.name) -}}
+  {%- endif -%}
+{%- endmacro -%}
+
+
+{%- macro glx_std_error(col, ref_expr, txt_expr, map_alias) -%}
+  {%- set s = col.standard -%}
+  {%- set rm = glx_rule_macros(s) -%}
+  {%- if rm and rm[1] -%} {%- set e = glx_std(rm[1], ref_expr) -%}
+  {%- elif s in ('gender', 'ethnicity', 'code', 'marital_status') -%}
+    {%- set e = "case when " ~ glx_is_empty(txt_expr) ~ " then null when " ~ map_alias ~ ".code is null then 'code.unmapped' end" -%}
+  {%- else -%} {%- set e = 'cast(null as varchar)' -%}
+  {%- endif -%}
+  {%- if col.required and s != 'marital_status' -%}
+    case when {{ glx_is_empty(txt_expr) }} then 'required.missing' else {{ e }} end
+  {%- else -%}
+    {{ e }}
+  {%- endif -%}
+{%- endmacro -%}
+
+
+{% macro govlake_check(dept, dataset) %}
+  {%- set value_maps = ref('code_value_map') -%}
+  {%- if not execute -%}
+    {#- parse time: dependencies are recorded by the calls above -#}
+    {%- do glx_raw_relation(dept, dataset, []) -%}
+    select 1 as _parse_placeholder
+  {%- else -%}
+  {%- set ds = glx_dataset(dept, dataset) -%}
+  {%- set cols = ds.columns -%}
+  {%- set names = cols | map(attribute='name') | list -%}
+  {%- set elements = cols | map(attribute='element') | list -%}
+  {%- set raw = glx_raw_relation(dept, dataset, names) -%}
+  {%- set mapped = [] -%}
+  {%- for c in cols if c.standard in ('gender', 'ethnicity', 'code', 'marital_status') -%}
+    {%- do mapped.append(loop.index0) -%}
+  {%- endfor %}
+with raw as (
+    select * from {{ raw }}
+),
+
+numbered as (
+    -- exact copies within one delivered file: the first stays, later ones are row.duplicate
+    select
+        raw.*,
+        row_number() over copies as _copy_number,
+        first_value(_row_number) over copies as _first_row_number
+        {%- for c in cols %},
+        {{ glx_std('std_text', adapter.quote(c.name)) }} as {{ adapter.quote('_txt_' ~ c.element) }}
+        {%- endfor %}
+    from raw
+    window copies as (
+        partition by _batch_id, _source_file
+            {%- for n in names %}, {{ adapter.quote(n) }}{% endfor %}
+        order by _row_number
+    )
+),
+
+{% for c in cols if c.standard in ('gender', 'ethnicity', 'code', 'marital_status') -%}
+{%- set i = loop.index0 -%}
+map_{{ c.element }} as (
+    select {{ glx_map_key('source_value') }} as map_key, code
+    from {{ value_maps }}
+    where map_name = {{ glx_sql_string(glx_default_value_map(c)) }}
+    qualify row_number() over (partition by {{ glx_map_key('source_value') }} order by code) = 1
+),
+
+{% endfor -%}
+
+standardized as (
+    select
+        n._batch_id, n._source_file, n._source_sha256, n._row_number, n._delivery_date,
+        n._copy_number, n._first_row_number
+        {%- for c in cols %}
+        {%- set r = 'n.' ~ adapter.quote(c.name) %}
+        {%- set t = 'n.' ~ adapter.quote('_txt_' ~ c.element) %}
+        {%- set ma = 'map_' ~ c.element %},
+        {{ r }} as {{ adapter.quote('_raw_' ~ c.element) }},
+        {{ glx_std_value(c, r, t, ma) }} as {{ adapter.quote(c.element) }},
+        {{ glx_std_error(c, r, t, ma) }} as {{ adapter.quote('_err_' ~ c.element) }}
+        {%- endfor %}
+    from numbered as n
+    {%- for c in cols if c.standard in ('gender', 'ethnicity', 'code', 'marital_status') %}
+    left join map_{{ c.element }}
+        on map_{{ c.element }}.map_key = lower(n.{{ adapter.quote('_txt_' ~ c.element) }})
+    {%- endfor %}
+),
+
+checked as (
+    select
+        _batch_id, _source_file, _source_sha256, _row_number, _delivery_date,
+        {%- for c in cols %}
+        {{ adapter.quote(c.element) }},
+        {%- endfor %}
+        list_filter([
+            {%- for c in cols %}
+            {'rule': {{ adapter.quote('_err_' ~ c.element) }}, 'col': {{ glx_sql_string(c.name) }},
+             'val': {{ adapter.quote('_raw_' ~ c.element) }}, 'detail': cast(null as varchar)},
+            {%- endfor %}
+            {%- if 'id_number' in elements and 'birth_date' in elements %}
+            {%- set bc = cols[elements.index('birth_date')] %}
+            {'rule': case when _err_id_number is null and _err_birth_date is null
+                           and {{ glx_std('gb11643_birth_date', 'id_number') }} <> birth_date
+                          then 'id_number.birth_mismatch' end,
+             'col': {{ glx_sql_string(bc.name) }}, 'val': _raw_birth_date,
+             'detail': 'ID number ' || coalesce(id_number, '') || ' gives birth date '
+                       || coalesce(cast({{ glx_std('gb11643_birth_date', 'id_number') }} as varchar), '')},
+            {%- endif %}
+            {%- if 'id_number' in elements and 'gender_code' in elements %}
+            {%- set gc = cols[elements.index('gender_code')] %}
+            {'rule': case when _err_id_number is null and _err_gender_code is null
+                           and {{ glx_std('gb11643_gender_code', 'id_number') }} <> gender_code
+                          then 'id_number.gender_mismatch' end,
+             'col': {{ glx_sql_string(gc.name) }}, 'val': _raw_gender_code,
+             'detail': 'ID number ' || coalesce(id_number, '') || ' gives gender code '
+                       || coalesce({{ glx_std('gb11643_gender_code', 'id_number') }}, '')},
+            {%- endif %}
+            {'rule': case when _copy_number > 1 then 'row.duplicate' end,
+             'col': cast(null as varchar), 'val': cast(null as varchar),
+             'detail': 'exact copy of row ' || _first_row_number || ' of the same file'}
+        ], lambda e: e.rule is not null) as _errors
+    from standardized
+)
+
+select * from checked
+  {%- endif -%}
+{% endmacro %}
+
+
+{% macro govlake_stage(dept, dataset) %}
+  {#- the valid rows of a feed: data elements + lineage, in delivery order -#}
+  {%- set chk = ref(glx_chk_name(dept, dataset)) -%}
+  {%- if not execute -%}
+    select 1 as _parse_placeholder
+  {%- else -%}
+  {%- set ds = glx_dataset(dept, dataset) %}
+select
+    {%- for c in ds.columns %}
+    {{ adapter.quote(c.element) }},
+    {%- endfor %}
+    _batch_id,
+    _source_file,
+    _source_sha256,
+    _row_number,
+    _delivery_date
+from {{ chk }}
+where len(_errors) = 0
+order by _batch_id, _source_file, _row_number
+  {%- endif -%}
+{% endmacro %}

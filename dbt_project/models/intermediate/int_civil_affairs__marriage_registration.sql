@@ -1,0 +1,1 @@
+{{ govlake_dedup('civil_affairs', 'marriage_registration') }}

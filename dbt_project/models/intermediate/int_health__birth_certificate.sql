@@ -1,0 +1,1 @@
+{{ govlake_dedup('health', 'birth_certificate') }}

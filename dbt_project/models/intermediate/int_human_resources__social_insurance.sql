@@ -1,0 +1,1 @@
+{{ govlake_dedup('human_resources', 'social_insurance') }}

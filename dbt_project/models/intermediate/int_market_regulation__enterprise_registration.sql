@@ -1,0 +1,1 @@
+{{ govlake_dedup('market_regulation', 'enterprise_registration') }}

@@ -1,0 +1,1 @@
+{{ govlake_dedup('public_security', 'household_registration') }}

@@ -1,0 +1,1 @@
+{{ govlake_dedup('tax', 'taxpayer_registration') }}

@@ -1,0 +1,1 @@
+{{ govlake_quarantine_rows() }}

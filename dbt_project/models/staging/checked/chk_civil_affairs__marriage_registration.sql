@@ -1,0 +1,1 @@
+{{ govlake_check('civil_affairs', 'marriage_registration') }}

@@ -1,0 +1,1 @@
+{{ govlake_check('health', 'birth_certificate') }}

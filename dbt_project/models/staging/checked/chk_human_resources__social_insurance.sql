@@ -1,0 +1,1 @@
+{{ govlake_check('human_resources', 'social_insurance') }}

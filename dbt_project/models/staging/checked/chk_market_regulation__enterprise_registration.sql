@@ -1,0 +1,1 @@
+{{ govlake_check('market_regulation', 'enterprise_registration') }}

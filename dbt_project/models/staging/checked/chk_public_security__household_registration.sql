@@ -1,0 +1,1 @@
+{{ govlake_check('public_security', 'household_registration') }}

@@ -1,0 +1,1 @@
+{{ govlake_check('tax', 'taxpayer_registration') }}

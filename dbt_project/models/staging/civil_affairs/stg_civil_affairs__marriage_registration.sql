@@ -1,0 +1,1 @@
+{{ govlake_stage('civil_affairs', 'marriage_registration') }}

@@ -1,0 +1,1 @@
+{{ govlake_stage('health', 'birth_certificate') }}

@@ -1,0 +1,1 @@
+{{ govlake_stage('human_resources', 'social_insurance') }}

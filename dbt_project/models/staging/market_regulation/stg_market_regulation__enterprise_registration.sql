@@ -1,0 +1,1 @@
+{{ govlake_stage('market_regulation', 'enterprise_registration') }}

@@ -1,0 +1,1 @@
+{{ govlake_stage('public_security', 'household_registration') }}

@@ -1,0 +1,1 @@
+{{ govlake_stage('tax', 'taxpayer_registration') }}
