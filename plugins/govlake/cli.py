@@ -15,6 +15,7 @@ from govlake import config
 
 _COMMAND_MODULES = [
     "govlake.commands.core",
+    "govlake.commands.ops",
     "govlake.commands.access",
 ]
 
