@@ -8,8 +8,8 @@ message when anything fails (a model error, a failing test, a compilation error)
 Repeated calls in one process
 -----------------------------
 dbtRunner can be invoked many times in one process (dbt's own docs and tests do so); each call
-parses (or partially parses) the project again and opens fresh adapter connections. Three
-things to know, all handled here:
+parses (or partially parses) the project again and opens fresh adapter connections. Things to
+know, all handled here:
 
 - dbt keeps a process-global adapter registry and event/logging set-up; they are reset on
   each invocation, but invocations must not run *concurrently* in one process (dbt is not
@@ -22,6 +22,8 @@ things to know, all handled here:
 - DuckDB allows one writer per database file; a run holds ``<lake>/_meta/govlake.duckdb``
   open for the whole invocation, so callers must not run two dbt invocations on the same lake
   at once (the lock covers one process; the transform DAG keeps one writer across processes).
+- dbt-duckdb keeps the DuckDB database open in a process-wide environment after ``invoke``
+  returns (the file stays locked); :func:`run_dbt` closes it after every call.
 - ``target/`` and ``logs/`` default to the project folder; they are written under the lake's
   ``_meta/dbt/`` instead, so runs on different lakes do not overwrite each other's manifest.
 """
@@ -99,6 +101,30 @@ def _env(values: dict[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
+def _release_duckdb() -> None:
+    """Close the DuckDB database dbt-duckdb keeps open after an invocation.
+
+    dbt-duckdb holds one process-wide environment (``DuckDBConnectionManager._ENV``) with the
+    database open, and keeps it after ``invoke`` returns: the file stays locked against other
+    processes and the same process cannot open it with another configuration (e.g.
+    read-only). Closing it here makes every run_dbt call self-contained; the next invocation
+    opens a fresh one. (Uses a private attribute of dbt-duckdb 1.11; checked in
+    tests/integration/test_dbt_models.py, which opens the file read-only after a build.)
+    """
+    try:
+        from dbt.adapters.duckdb.connections import DuckDBConnectionManager as mgr
+    except ImportError:  # pragma: no cover
+        return
+    with mgr._LOCK:
+        env = mgr._ENV
+        mgr._ENV = None
+        if env is not None:
+            try:
+                env.close()
+            except Exception:  # closing is best effort; a new environment is created anyway
+                pass
+
+
 def _node_rows(result: Any) -> list[dict[str, Any]]:
     rows = []
     res = getattr(result, "result", None)
@@ -154,7 +180,10 @@ def run_dbt(
     }
     started = time.monotonic()
     with _LOCK, _env(env):
-        result = dbtRunner().invoke(cli)
+        try:
+            result = dbtRunner().invoke(cli)
+        finally:
+            _release_duckdb()
     run = DbtRun(args=cli, success=bool(result.success), seconds=time.monotonic() - started,
                  build_dir=build_dir, nodes=_node_rows(result), result=result)
     if not result.success and raise_on_failure:
