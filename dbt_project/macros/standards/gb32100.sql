@@ -8,7 +8,7 @@
                          CS = 0123456789ABCDEFGHJKLMNPQRTUWXY (values 0-30)
         uscc.org_code    position 17 differs from the GB 11714 check of positions 9-16:
                          weights 3 7 9 10 5 8 4 2 over 0-9A-Z (values 0-35), C = 11 - (sum mod 11),
-                         10 -> X, 11 -> 0
+                         10 -> X, 11 -> 0, i.e. '0X987654321'[sum mod 11]
     An unknown first character (registration authority) is allowed: §2 says warn, do not reject.
     Normalisation: NFKC for these characters (full-width -> half-width), trim, upper case.
     NULL or empty -> value NULL, error NULL.
@@ -26,7 +26,7 @@ list_transform([upper({{ govlake_clean(expr) }})], lambda _gl_us_s:
         (strpos('0123456789ABCDEFGHJKLMNPQRTUWXY', substr(_gl_us_s, {{ k + 1 }}, 1)) - 1) * {{ w[k] }}{% if not loop.last %} + {% endif %}
         {%- endfor -%}
         ) % 31)) % 31 as integer) + 1, 1) then 'uscc.check_char'
-      when substr(_gl_us_s, 17, 1) <> substr('X0987654321', cast((
+      when substr(_gl_us_s, 17, 1) <> substr('0X987654321', cast((
         {%- for k in range(8) -%}
         (strpos('0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ', substr(_gl_us_s, {{ k + 9 }}, 1)) - 1) * {{ ow[k] }}{% if not loop.last %} + {% endif %}
         {%- endfor -%}

@@ -1,0 +1,73 @@
+{#- Year-month, decimal, name and free text (standards.md §4, §8; sources.md feeds 3 and 5). -#}
+
+{#- Year-month (sources.md §3 aae030 'YYYYMM'): -> 'YYYY-MM'. Also accepts YYYY-MM, YYYY/M,
+    YYYY.M, YYYY年M月 after NFKC and trim. Month 01-12, year >= 1000. -#}
+{% macro _std_year_month_eval(expr) -%}
+list_transform([regexp_extract({{ govlake_clean(expr) }},
+    '^([1-9][0-9]{3})(?:([0-9]{2})|[-/.]([0-9]{1,2})|年([0-9]{1,2})月)$', ['y', 'm1', 'm2', 'm3'])], lambda _gl_ym_m:
+  case when _gl_ym_m.y <> '' and cast(_gl_ym_m.m1 || _gl_ym_m.m2 || _gl_ym_m.m3 as integer) between 1 and 12
+       then _gl_ym_m.y || '-' || lpad(_gl_ym_m.m1 || _gl_ym_m.m2 || _gl_ym_m.m3, 2, '0') end
+)[1]
+{%- endmacro %}
+
+{#- 'YYYYMM' -> 'YYYY-MM', NULL when empty or invalid. -#}
+{% macro std_year_month(expr) -%}
+{{ _std_year_month_eval(expr) }}
+{%- endmacro %}
+
+{#- 'year_month.invalid' for a non-empty value that is not a year-month. -#}
+{% macro std_year_month_error(expr) -%}
+case when {{ govlake_clean(expr) }} is not null and {{ _std_year_month_eval(expr) }} is null then 'year_month.invalid' end
+{%- endmacro %}
+
+{#- Decimal numbers (e.g. 注册资本(万元)): -> DECIMAL(18,4). After NFKC and trim accepts
+    [+-]digits[.digits] and thousands separators in groups of three (1,234.5). More than 4
+    decimals are rounded half away from zero (DuckDB cast); more than 14 integer digits,
+    exponents, NaN/inf and anything else -> decimal.invalid. -#}
+{% macro _std_decimal_eval(expr) -%}
+list_transform([{{ govlake_clean(expr) }}], lambda _gl_dc_s:
+  case
+    when regexp_full_match(_gl_dc_s, '[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)') then try_cast(_gl_dc_s as decimal(18, 4))
+    when regexp_full_match(_gl_dc_s, '[+-]?[0-9]{1,3}(,[0-9]{3})+(\.[0-9]*)?') then try_cast(replace(_gl_dc_s, ',', '') as decimal(18, 4))
+  end
+)[1]
+{%- endmacro %}
+
+{#- Number -> DECIMAL(18,4), NULL when empty or invalid. -#}
+{% macro std_decimal(expr) -%}
+{{ _std_decimal_eval(expr) }}
+{%- endmacro %}
+
+{#- 'decimal.invalid' for a non-empty value that is not a number fitting DECIMAL(18,4). -#}
+{% macro std_decimal_error(expr) -%}
+case when {{ govlake_clean(expr) }} is not null and {{ _std_decimal_eval(expr) }} is null then 'decimal.invalid' end
+{%- endmacro %}
+
+{#- Zero-width characters U+200B-U+200D and U+FEFF are deleted (§8: NFKC does not remove them);
+    then spaces, tab, CR, LF, U+3000 and NBSP are trimmed at both ends; '' -> NULL.
+    Both steps run only on values that need them (one RE2 check each), translate()/trim(chars)
+    being slow. -#}
+{% macro _govlake_text(expr, dots) -%}
+{%- set dot_from = '•‧・･∙⋅⸱' if dots else '' -%}
+{%- set dot_to = '·······' if dots else '' -%}
+list_transform([cast({{ expr }} as varchar)], lambda _gl_tx_a:
+  list_transform([case when regexp_matches(_gl_tx_a, '[{{ dot_from }}\x{200B}-\x{200D}\x{FEFF}]')
+                       then translate(_gl_tx_a, '{{ dot_from }}' || chr(8203) || chr(8204) || chr(8205) || chr(65279), '{{ dot_to }}')
+                       else _gl_tx_a end], lambda _gl_tx_b:
+    nullif(case when regexp_matches(_gl_tx_b, '^[\s\x{3000}\x{00A0}]|[\s\x{3000}\x{00A0}]$')
+                then trim(_gl_tx_b, ' ' || chr(9) || chr(10) || chr(13) || chr(12288) || chr(160))
+                else _gl_tx_b end, '')
+  )[1]
+)[1]
+{%- endmacro %}
+
+{#- Names (§8): only the narrow mapping, no NFKC. Middle-dot variants · • ‧ ・ ･ (and the look-alikes
+    ∙ U+2219, ⋅ U+22C5, ⸱ U+2E31) -> U+00B7 (阿卜杜拉·艾山); zero-width stripped; trimmed; '' -> NULL. -#}
+{% macro std_name(expr) -%}
+{{ _govlake_text(expr, true) }}
+{%- endmacro %}
+
+{#- Free text / addresses (§8): zero-width stripped, trimmed, '' -> NULL. -#}
+{% macro std_text(expr) -%}
+{{ _govlake_text(expr, false) }}
+{%- endmacro %}
