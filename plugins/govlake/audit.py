@@ -252,9 +252,13 @@ def actor() -> str:
 
 
 def record_publication(lake: Lake, manifest: dict, gate: dict | None = None) -> dict:
-    """Record a publication: product, version, SHA-256 of each file, input deliveries, gate."""
+    """Record a publication: product, version, SHA-256 of each file, input deliveries, gate.
+
+    ``manifest`` is the version's ``_manifest.json`` or the publisher's ``Publication.record``
+    (extra keys such as ``manifest_sha256`` and ``previous_version`` are kept)."""
     files = manifest.get("files") or []
-    payload = {
+    payload = {k: v for k, v in manifest.items() if k not in ("columns", "event")}
+    payload.update({
         "product": manifest.get("product"),
         "version": manifest.get("version"),
         "run_id": manifest.get("run_id"),
@@ -268,7 +272,7 @@ def record_publication(lake: Lake, manifest: dict, gate: dict | None = None) -> 
         "inputs": manifest.get("inputs") or [],
         "gate": gate if gate is not None else (manifest.get("gate") or manifest.get("gates")),
         "actor": actor(),
-    }
+    })
     return append(lake, "publication", payload)
 
 

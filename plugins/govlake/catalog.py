@@ -42,6 +42,9 @@ def _parse_ts(value) -> dt.datetime | None:
 def _find_docs(gate) -> str | None:
     """The Data Docs path in a manifest's gate summary (key names vary by publisher)."""
     if isinstance(gate, dict):
+        page = gate.get("docs_page")  # the suite's own Data Docs page, when the gate names one
+        if isinstance(page, str) and page and Path(page).is_absolute():
+            return page
         for k in ("docs_path", "data_docs", "data_docs_path", "docs", "report_path", "report"):
             v = gate.get(k)
             if isinstance(v, str) and v:
