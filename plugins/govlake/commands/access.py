@@ -43,7 +43,7 @@ def _query(args) -> int:
 
     from govlake import query
 
-    err = Console(stderr=True)
+    err = Console(stderr=True, width=None if sys.stderr.isatty() else 250)
     if args.format == "parquet" and not args.output:
         err.print("[red]--format parquet needs --output FILE[/red]")
         return 2
@@ -77,7 +77,8 @@ def _query(args) -> int:
             t.add_column(name, overflow="fold")
         for row in tbl.to_pylist():
             t.add_row(*["" if v is None else str(v) for v in row.values()])
-        out = Console(file=open(args.output, "w", encoding="utf-8"), width=200) if args.output else Console()
+        wide = None if sys.stdout.isatty() else 250  # do not fold values when piped
+        out = Console(file=open(args.output, "w", encoding="utf-8"), width=250) if args.output else Console(width=wide)
         out.print(t)
     masked = {p: c for p, c in res.treatments.items() if c}
     note = ", ".join(f"{p}: " + ", ".join(f"{c}={t}" for c, t in cols.items())
@@ -129,7 +130,7 @@ def _catalog(args) -> int:
     if args.json:
         print(json.dumps(data, ensure_ascii=False, indent=2, default=str))
         return 0
-    con = Console()
+    con = Console(width=None if sys.stdout.isatty() else 200)
     t = Table(title="政务数据共享目录 (govlake catalog)")
     for col in ("产品", "名称", "责任部门", "共享类型", "分级", "当前版本", "记录数", "发布日期", "关口", "时效", "来源"):
         t.add_column(col, overflow="fold")
