@@ -343,10 +343,13 @@ def _person_name(r: random.Random, male: bool, eth: str, rare: bool) -> tuple[st
 
 
 def _address(r: random.Random, div: int) -> str:
-    street = f"{r.choice(D.STREET_ROOTS)}{r.choice(D.STREET_SUFFIXES)}{r.randint(1, 999)}号"
-    if r.random() < 0.6:
-        street += (f"{r.choice(D.STREET_ROOTS)}{r.choice(D.COMMUNITY_SUFFIXES)}{r.randint(1, 30)}栋"
-                   f"{r.randint(1, 6)}单元{r.randint(1, 30)}0{r.randint(1, 4)}室")
+    u = r.random
+    roots, nr = D.STREET_ROOTS, len(D.STREET_ROOTS)
+    street = (f"{roots[int(u() * nr)]}{D.STREET_SUFFIXES[int(u() * len(D.STREET_SUFFIXES))]}"
+              f"{1 + int(u() * 999)}号")
+    if u() < 0.6:
+        street += (f"{roots[int(u() * nr)]}{D.COMMUNITY_SUFFIXES[int(u() * len(D.COMMUNITY_SUFFIXES))]}"
+                   f"{1 + int(u() * 30)}栋{1 + int(u() * 6)}单元{1 + int(u() * 30)}0{1 + int(u() * 4)}室")
     return D.DIV_PLACE[div] + street
 
 
@@ -857,7 +860,15 @@ def _social(ctx: _Ctx, people: list[_Person], r: random.Random, rs: random.Rando
         y, m, _ = _ymd(start)
         if y * 100 + m > dmonth:
             continue
-        employer = None if flexible else _company_core(ctx.seed, k)[3]
+        employer = None
+        if not flexible:
+            # an employer that exists on the delivery date
+            for _ in range(10):
+                core = _company_core(ctx.seed, k)
+                if core[4] <= D_:
+                    employer = core[3]
+                    break
+                k = int(ctx.n_companies * rs.random() ** 1.7)
         for t, fault, u_id, u_mon, u_dup in rows:
             aac002: object = p.id
             aac004 = "1" if p.male else "2"
@@ -1234,8 +1245,12 @@ def generate(lake: Lake, people: int, date: str, seed: int = 42, fault_rate: flo
 def cli(args) -> int:
     lake = Lake.default().ensure()
     truth = Path(args.truth).resolve() if args.truth else None
-    result = generate(lake, people=args.people, date=args.date, seed=args.seed,
-                      fault_rate=args.fault_rate, truth_dir=truth, progress=True)
+    try:
+        result = generate(lake, people=args.people, date=args.date, seed=args.seed,
+                          fault_rate=args.fault_rate, truth_dir=truth, progress=True)
+    except ValueError as exc:
+        sys.stderr.write(f"govlake generate: error: {exc}\n")
+        raise SystemExit(2) from None
     out = io.StringIO()
     out.write(f"{'feed':<42} {'rows':>12} {'invalid':>9}  file\n")
     for fid, info in result.items():
