@@ -26,7 +26,7 @@
 
 {%- macro glx_std(name, expr) -%}
   {#- call the standards macro `name` (macros/standards/) on a SQL expression -#}
-  {%- set m = context.get(name) or context.get('standin_' ~ name) -%}
+  {%- set m = context.get(name) -%}
   {%- if not m -%}
     {{- exceptions.raise_compiler_error("govlake: standardization macro " ~ name ~ " is not defined (macros/standards/)") -}}
   {%- endif -%}
