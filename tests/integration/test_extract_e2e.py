@@ -1,0 +1,170 @@
+"""End to end through Airflow: generated deliveries -> extraction DAGs -> raw Parquet."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import duckdb
+import pytest
+
+from govlake import generate, metadata, runner
+from govlake.ledger import Ledger
+
+pytestmark = pytest.mark.integration
+DATE = "2026-11-24"
+RARE_NAME = "䶮𠀀镕喆科技有限公司"
+
+
+def _delivered_rows(ds, path):
+    """Parse a landing file independently of the pipeline (stdlib only)."""
+    enc = ds.encoding
+    text = path.read_bytes().decode(enc)
+    if ds.format == "jsonl":
+        out = []
+        for line in text.splitlines():
+            if line.strip():
+                obj = json.loads(line, parse_int=str, parse_float=str)
+                out.append([obj.get(c) for c in ds.column_names])
+        return out
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    header = rows[0]
+    idx = [header.index(c) for c in ds.column_names]
+    return [[r[i] for i in idx] for r in rows[1:]]
+
+
+def _raw(lake, ds):
+    con = duckdb.connect()
+    cols = ", ".join(f'"{c}"' for c in ds.column_names)
+    return con.execute(
+        f"select {cols}, _batch_id, _source_file, _source_sha256, _row_number, _ingested_at "
+        f"from read_parquet('{lake.raw_glob(ds.dept, ds.name)}') order by _source_file, _row_number"
+    ).fetchall()
+
+
+def _extract(date=DATE):
+    results = runner.run_pipeline(date, only=list(metadata.departments()), progress=False)
+    failed = [r for r in results if r["state"] != "success"]
+    assert not failed, failed
+    return {s["dataset"]: s for r in results for s in r["summaries"].values()}
+
+
+@pytest.fixture(scope="module")
+def landed(tmp_path_factory, airflow_env):
+    import os
+
+    root = tmp_path_factory.mktemp("e2e") / "lake"
+    old = os.environ.get("GOVLAKE_LAKE_ROOT")
+    os.environ["GOVLAKE_LAKE_ROOT"] = str(root)
+    from govlake.storage import Lake
+
+    lake = Lake(root).ensure()
+    generated = generate.generate(lake, people=300, date=DATE, seed=7, progress=False)
+    # a row with characters outside GBK (GB18030 four-byte) and a middle-dot name
+    mr = metadata.dataset("market_regulation.enterprise_registration")
+    f = next(lake.landing(mr.dept, mr.name, DATE).glob("*.csv"))
+    rare = dict.fromkeys(mr.column_names, "")
+    rare.update({"统一社会信用代码": "91350200MA2YJ1XR9G", "企业名称": RARE_NAME, "法定代表人": "阿卜杜拉·艾山",
+                 "登记状态": "存续"})
+    with open(f, "ab") as fh:
+        fh.write((",".join(rare[c] for c in mr.column_names) + "\r\n").encode("gb18030"))
+    first = _extract()
+    yield lake, generated, first
+    if old is None:
+        os.environ.pop("GOVLAKE_LAKE_ROOT", None)
+    else:
+        os.environ["GOVLAKE_LAKE_ROOT"] = old
+
+
+def test_raw_rows_equal_delivered_values_with_lineage(landed):
+    lake, _, summaries = landed
+    for ds in metadata.datasets():
+        files = list(lake.landing(ds.dept, ds.name, DATE).glob(ds.file_pattern))
+        assert len(files) == 1, ds.id
+        delivered = _delivered_rows(ds, files[0])
+        raw = _raw(lake, ds)
+        assert summaries[ds.id]["rows"] == len(delivered) == len(raw), ds.id
+        n = len(ds.column_names)
+        # values exactly as delivered (Chinese text, full-width digits, '+86 …', JSON numbers as text)
+        assert [list(r[:n]) for r in raw] == delivered, ds.id
+        sha = {r[n + 2] for r in raw}
+        assert len(sha) == 1 and len(sha.pop()) == 64
+        assert [r[n + 3] for r in raw] == list(range(1, len(raw) + 1))
+        assert all(r[n + 1] == str(files[0].relative_to(lake.landing_root)) for r in raw)
+        assert all(r[n + 4] is not None and r[n] for r in raw)
+
+
+def test_chinese_text_round_trips(landed):
+    lake, _, _ = landed
+    ds = metadata.dataset("market_regulation.enterprise_registration")
+    rows = _raw(lake, ds)
+    names = [r[ds.column_names.index("企业名称")] for r in rows]
+    assert RARE_NAME in names
+    assert "阿卜杜拉·艾山" in [r[ds.column_names.index("法定代表人")] for r in rows]
+    with pytest.raises(UnicodeEncodeError):
+        RARE_NAME.encode("gbk")
+
+
+def test_rerun_adds_nothing(landed):
+    lake, _, _ = landed
+    before = {ds.id: len(_raw(lake, ds)) for ds in metadata.datasets()}
+    ledger_before = len(Ledger(lake).all())
+    again = _extract()
+    for ds in metadata.datasets():
+        assert again[ds.id]["rows"] == 0 and again[ds.id]["skipped"] == 1, again[ds.id]
+        assert len(_raw(lake, ds)) == before[ds.id]
+    assert len(Ledger(lake).all()) == ledger_before
+
+
+def test_corrupt_file_quarantined_others_unaffected(landed):
+    lake, _, _ = landed
+    hh = metadata.dataset("public_security.household_registration")
+    tax = metadata.dataset("tax.taxpayer_registration")
+    next_day = "2026-11-25"
+    d = lake.landing(hh.dept, hh.name, next_day)
+    d.mkdir(parents=True)
+    good = next(lake.landing(hh.dept, hh.name, DATE).glob("*.csv")).read_bytes()
+    (d / "household_registration_20261125.csv").write_bytes(good[: len(good) // 2] + b"\xff\xfe\xfd\n" + good[len(good) // 2:])
+    t = lake.landing(tax.dept, tax.name, next_day)
+    t.mkdir(parents=True)
+    header, *rest = next(lake.landing(tax.dept, tax.name, DATE).glob("*.csv")).read_text("utf-8").splitlines()
+    (t / "taxpayer_registration_20261125.csv").write_text(
+        "\n".join([header.replace(",主管税务机关", ""), *[r.rsplit(",", 1)[0] for r in rest[:5]]]) + "\n", "utf-8")
+    mr = metadata.dataset("market_regulation.enterprise_registration")
+    rows_before = len(_raw(lake, mr))
+
+    s = _extract(next_day)
+    assert s[hh.id]["quarantined"] == 1 and s[hh.id]["rows"] == 0
+    assert s[tax.id]["quarantined"] == 1
+    assert s[mr.id]["skipped"] == 1 and len(_raw(lake, mr)) == rows_before
+
+    reasons = {json.loads(p.read_text("utf-8"))["reason"]: json.loads(p.read_text("utf-8"))
+               for p in lake.quarantine_root.rglob("reason.json")}
+    enc = reasons["encoding.undecodable"]
+    assert enc["source_file"].endswith("household_registration_20261125.csv") and enc["row"] > 1
+    assert "household_registration_20261125.csv" in enc["message"] and f"line {enc['row']}" in enc["message"]
+    miss = reasons["contract.missing_column"]
+    assert miss["columns"] == ["主管税务机关"] and "主管税务机关" in miss["message"]
+    # the quarantined files are kept, byte for byte
+    kept = list(lake.quarantine_files(hh.dept, hh.name).rglob("household_registration_20261125.csv"))
+    assert kept and kept[0].read_bytes() == (d / "household_registration_20261125.csv").read_bytes()
+
+
+def test_corrected_redelivery_supersedes(landed):
+    lake, _, _ = landed
+    hh = metadata.dataset("public_security.household_registration")
+    f = next(lake.landing(hh.dept, hh.name, DATE).glob("*.csv"))
+    data = f.read_bytes()
+    lines = data.split(b"\n")
+    corrected = b"\n".join(lines[:-2] + [b""])  # the department drops its last row and redelivers
+    f.write_bytes(corrected)
+    s = _extract()
+    assert s[hh.id]["rows"] == len(lines) - 3  # header and trailing newline excluded
+    entries = [e for e in Ledger(lake).all(hh.dept, hh.name) if e.delivery_date == DATE and e.status == "ingested"]
+    assert len(entries) == 2
+    old, new = sorted(entries, key=lambda e: e.ingested_at)
+    assert new.supersedes == old.batch_id and old.superseded_by == new.batch_id
+    ledger_pq = duckdb.sql(f"select batch_id, superseded_by from read_parquet('{lake.ledger_export}') "
+                           f"where batch_id = '{old.batch_id}'").fetchall()
+    assert ledger_pq == [(old.batch_id, new.batch_id)]
