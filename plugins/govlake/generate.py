@@ -690,7 +690,7 @@ def _household(ctx: _Ctx, people: list[_Person], r: random.Random,
             sex = "女" if p.male else "男"
             reason, column = "id_number.gender_mismatch", cols[0]
         elif fault == "gender_unmapped":
-            sex = r_sub.choice(["3", "?", "未知性别"])
+            sex = r_sub.choice(["3", "?", "X"])
             reason, column = "code.unmapped", cols[2]
         elif fault == "phone" and phone:
             phone = _bad_phone(r_sub, phone)
@@ -966,7 +966,7 @@ def _births(ctx: _Ctx, people: list[_Person], r: random.Random) -> None:
             mother_id = _feb31(rb, mother.id)
             reason, column = "id_number.birth_date", cols[5]
         elif fault == "gender_unmapped":
-            sex = rb.choice(["3", "9", "U"])
+            sex = rb.choice(["3", "U"])
             reason, column = "code.unmapped", cols[2]
         elif fault == "date":
             by, bm, bd = _bad_ymd(rb, y)
@@ -1061,6 +1061,8 @@ def _companies(ctx: _Ctx, c: int, people: list[_Person], r: random.Random, r_sub
         else:
             cap = ""
         address = _address(r, div)
+        if r.random() < 0.05:
+            address += f",{r.randint(2, 30)}层"  # a comma: the field gets quoted
         status = D.ENT_STATUSES[D.pick_cum(D.ENT_STATUS_CUM, r.random())][0]
         rating = D.TAX_RATINGS[D.pick_cum(D.TAX_RATING_CUM, r.random())][0]
         tax_reg = est + r.randint(0, 90)
