@@ -173,7 +173,10 @@ def analyze(sql: str) -> Analysis:
     if len(tree.get("statements") or []) != 1:
         raise QueryRefused("query", "only a single SELECT statement may run")
     a = Analysis()
-    _walk(tree["statements"][0], a)
+    try:
+        _walk(tree["statements"][0], a)
+    except RecursionError as exc:
+        raise QueryRefused("query", "too deeply nested to be checked") from exc
     a.tables -= a.ctes
     return a
 

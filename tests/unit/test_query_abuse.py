@@ -306,3 +306,11 @@ def test_cli_query_formats_and_refusal(env, tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 3 and "REFUSED" in p.stderr and "read_csv" in p.stderr
     assert "root:" not in p.stdout + p.stderr
+
+
+def test_runaway_query_is_interrupted_and_audited(env):
+    with pytest.raises(query.QueryFailed, match="timed out"):
+        run(env, "select count(*) from range(1000000000000) a", timeout=0.5)
+    last = audit.entries(env["lake"])[-1]
+    assert last["kind"] == "query" and last["payload"]["status"] == "error"
+    assert "timed out" in last["payload"]["error"]
