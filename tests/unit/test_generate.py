@@ -342,7 +342,7 @@ def _check_consistency(truth: Path, slack: float):
     tax = _truth(truth, generate.TAX)
     e_codes, t_codes = _ids(ent, "uscc"), _ids(tax, "uscc")
     both = e_codes & t_codes
-    assert len(both) >= 0.75 * len(e_codes | t_codes)
+    assert len(both) >= (0.8 - slack) * len(e_codes | t_codes)
     assert e_codes - t_codes and t_codes - e_codes  # some only in one of the two
     reps = _ids(ent, "legal_rep_id_number") | _ids(tax, "legal_rep_id_number")
     assert _resolves(reps, people, slack)
