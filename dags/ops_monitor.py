@@ -24,6 +24,12 @@ quarantine, gate history, published manifests) and the dataset metadata.
   **互联互通率** (departments whose every feed is on time / registered departments). Writes
   `candidate/<run_id>/department_connectivity.parquet`. Red: the computation itself failed
   (unreadable ledger, quarantine or gate-history file — the log names it), not a late feed.
+* **publish_connectivity** — gates the candidate with the reviewed suite
+  `expectations/shared/department_connectivity.json` (GX on DuckDB; report under
+  `reports/<run_id>/shared/`), records the verdict in `_meta/gate_history.jsonl`, publishes
+  `published/department_connectivity/v=<n>` and appends the publication to the audit log.
+  Red: the suite failed (the log and the alert name each failed expectation) — the previous
+  version stays current.
 * **evaluate_alerts** — opens one alert per new problem (late or never-delivered feed, latest
   delivery quarantined, failed gate, quarantine rate over `config/alerts.yml`'s threshold) and
   closes resolved ones; notifiers per `config/alerts.yml` (JSON Lines `_meta/alerts.jsonl` by
@@ -62,4 +68,13 @@ with DAG(
         context["ti"].xcom_push(key="summary", value=summary)
         return summary
 
-    build_connectivity() >> evaluate_alerts()
+    @task(task_id="publish_connectivity",
+          doc_md="Gate, publish and audit department_connectivity (govlake.ops.publish_connectivity_task).")
+    def publish_connectivity(summary: dict, **context):
+        res = ops.publish_connectivity_task(ops.Lake.default(), context["run_id"], summary["candidate"],
+                                            ops.now_from_context(context))
+        context["ti"].xcom_push(key="summary", value=res)
+        return res
+
+    built = build_connectivity()
+    publish_connectivity(built) >> evaluate_alerts()

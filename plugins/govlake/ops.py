@@ -700,3 +700,37 @@ def build_connectivity_task(lake: Lake, run_id: str, now: dt.datetime | str | No
             "states": states, "connectivity_rate": rate,
             "on_time_departments": table.column("on_time_departments")[0].as_py() if table.num_rows else 0,
             "registered_departments": table.column("registered_departments")[0].as_py() if table.num_rows else 0}
+
+
+def connectivity_inputs(lake: Lake, now: dt.datetime | str | None = None) -> list[dict]:
+    """The deliveries the product describes (newest live batch per feed), for the manifest's lineage."""
+    now = parse_ts(now) or utcnow()
+    newest: dict[str, Delivery] = {}
+    for d in Ledger(lake).all():
+        at = parse_ts(d.ingested_at)
+        if d.status != "ingested" or d.superseded_by or (at and at > now):
+            continue
+        key = f"{d.dept}.{d.dataset}"
+        if key not in newest or at >= parse_ts(newest[key].ingested_at):
+            newest[key] = d
+    return [{"dept": d.dept, "dataset": d.dataset, "batch_id": d.batch_id, "delivery_date": d.delivery_date,
+             "file": d.file_name, "sha256": d.sha256} for _, d in sorted(newest.items())]
+
+
+def publish_connectivity_task(lake: Lake, run_id: str, candidate: Path | str,
+                              now: dt.datetime | str | None = None, *, dag_id: str = "ops_monitor",
+                              task_id: str = "publish_connectivity") -> dict:
+    """Gate the candidate with ``expectations/shared/department_connectivity.json``, record the
+    verdict in the gate history, publish it (``govlake.publish.gate_and_publish``) and append
+    the publication to the audit log. A failed gate is recorded, then ``GateFailed`` is raised."""
+    from govlake import audit, gate, publish
+
+    now = parse_ts(now) or utcnow()
+    candidate = Path(candidate)
+    g = gate.validate(lake, "shared", {PRODUCT: candidate}, run_id, today=now.date())
+    record_gate_results(lake, g, ts=now, dag_id=dag_id, task_id=task_id)
+    pub = publish.gate_and_publish(lake, PRODUCT, candidate, run_id=run_id,
+                                   inputs=connectivity_inputs(lake, now), gate_result=g)
+    audit.record_publication(lake, pub.record)
+    return {"product": PRODUCT, "version": int(pub), "path": pub.record["path"],
+            "row_count": pub.record["row_count"], "report": str(g.report_path)}
