@@ -1,0 +1,202 @@
+"""The transform stage: dbt build standardized -> gate -> dbt build shared -> gate -> publish.
+
+Each step is a function the transform DAG calls as one task (write-audit-publish):
+
+- dbt writes every layer output as Parquet into the candidate folder of the run,
+  ``<lake>/candidate/<run_id>/{standardized,shared}/<model>.parquet``;
+- the GX gate validates the candidate; its verdict is kept beside the reports;
+- only products whose gate passed are published as ``published/<product>/v=<n>/`` and the
+  ``current`` pointer switched; each publication is appended to the audit log and the
+  catalog is rebuilt. A failed gate raises ``GateFailed`` naming product, suite and failed
+  expectations; ``current`` stays, the candidate and the report are kept.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import pickle
+import re
+import shutil
+from pathlib import Path
+
+import duckdb
+
+from govlake import metadata
+from govlake.ledger import Ledger
+from govlake.storage import Lake
+
+log = logging.getLogger(__name__)
+
+STANDARDIZED_SELECT = "resource_type:seed path:models/staging path:models/quarantine"
+SHARED_SELECT = "path:models/intermediate path:models/shared"
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def run_id_for(airflow_run_id: str | None = None) -> str:
+    """An ASCII, path-safe run id (from the Airflow run id when there is one)."""
+    if not airflow_run_id:
+        airflow_run_id = dt.datetime.now(dt.timezone.utc).strftime("adhoc__%Y%m%dT%H%M%S%f")
+    return _SAFE.sub("-", airflow_run_id).strip("-")
+
+
+def staging_models() -> list[str]:
+    return [f"stg_{d.dept}__{d.name}" for d in metadata.datasets()]
+
+
+def shared_products(dbt_dir: Path | None = None) -> list[str]:
+    from govlake import products
+
+    # products dbt builds (a model SQL beside the YAML); others, e.g. department_connectivity, are
+    # built by their own DAG
+    return sorted(name for name, p in products.load(dbt_dir).items()
+                  if (Path(p.yaml_path).parent / f"{name}.sql").exists())
+
+
+def _gate_pickle(lake: Lake, run_id: str, layer: str) -> Path:
+    return lake.report_dir(run_id, layer) / "gate_result.pickle"
+
+
+# ------------------------------------------------------------------------------ dbt steps
+def build_standardized(lake: Lake, run_id: str) -> dict:
+    from govlake.dbt import run_dbt
+
+    build_dir = lake.candidate(run_id)
+    run = run_dbt(["build"], lake=lake, build_dir=build_dir, select=STANDARDIZED_SELECT)
+    q = build_dir / "standardized" / "quarantine_rows.parquet"
+    if q.exists():  # the quarantine zone keeps every run's rejected rows
+        dest = lake.quarantine_rows_root / f"run_id={run_id}"
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(q, dest / "quarantine_rows.parquet")
+    return {"seconds": round(run.seconds, 2), "build_dir": str(build_dir), "counts": feed_counts(lake, run_id)}
+
+
+def build_shared(lake: Lake, run_id: str) -> dict:
+    from govlake.dbt import run_dbt
+
+    build_dir = lake.candidate(run_id)
+    run = run_dbt(["build"], lake=lake, build_dir=build_dir, select=SHARED_SELECT)
+    return {"seconds": round(run.seconds, 2), "build_dir": str(build_dir)}
+
+
+# ------------------------------------------------------------------------------ gates
+def gate_layer(lake: Lake, run_id: str, layer: str, models: list[str], *, dag_id: str | None = None,
+               task_id: str | None = None):
+    """Validate the layer's candidate files; record the verdicts; raise GateFailed on failure."""
+    from govlake import gate, ops
+    from govlake.dbt import output_path
+
+    build_dir = lake.candidate(run_id)
+    tables = {m: output_path(build_dir, m) for m in models}
+    result = gate.validate(lake, layer, tables, run_id)
+    for sr in result.suite_results.values():
+        ops.record_gate_result(lake, run_id=run_id, layer=layer, model=sr.model, suite=sr.suite,
+                               success=sr.success, failed=[f.describe() for f in sr.failed],
+                               dag_id=dag_id, task_id=task_id)
+    path = _gate_pickle(lake, run_id, layer)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps(result))
+    result.raise_for_failure(f"{layer} layer")
+    return result
+
+
+def gate_standardized(lake: Lake, run_id: str, **kw):
+    return gate_layer(lake, run_id, "standardized", staging_models() + ["quarantine_rows"], **kw)
+
+
+def gate_shared(lake: Lake, run_id: str, **kw):
+    return gate_layer(lake, run_id, "shared", shared_products(), **kw)
+
+
+# ------------------------------------------------------------------------------ publish
+def live_inputs(lake: Lake) -> list[dict]:
+    """The deliveries the current build reads: snapshot feeds -> latest delivery date's live
+    batches; incremental feeds -> every live batch (superseded batches excluded)."""
+    out = []
+    entries = Ledger(lake).all()
+    for ds in metadata.datasets():
+        live = [e for e in entries if e.dept == ds.dept and e.dataset == ds.name
+                and e.status == "ingested" and not e.superseded_by]
+        if ds.delivery == "snapshot" and live:
+            latest = max(e.delivery_date for e in live)
+            live = [e for e in live if e.delivery_date == latest]
+        out += [{"dept": e.dept, "dataset": e.dataset, "batch_id": e.batch_id, "delivery_date": e.delivery_date,
+                 "source_file": e.source_file, "sha256": e.sha256, "rows": e.rows} for e in live]
+    return out
+
+
+def product_sources(lake: Lake) -> dict[str, set[str]]:
+    """dept.dataset each shared model reads, from dbt's manifest (transitively)."""
+    manifest = lake.meta_root / "dbt" / "target" / "manifest.json"
+    if not manifest.exists():
+        return {}
+    m = json.loads(manifest.read_text(encoding="utf-8"))
+    parents = m.get("parent_map", {})
+    out: dict[str, set[str]] = {}
+
+    def walk(uid, acc, seen):
+        for p in parents.get(uid, []):
+            if p in seen:
+                continue
+            seen.add(p)
+            if p.startswith("source."):
+                _, _, src, tbl = p.split(".", 3)
+                acc.add(f"{src}.{tbl}")
+            else:
+                walk(p, acc, seen)
+
+    for uid in parents:
+        if uid.startswith("model.") and uid.split(".")[-1] in shared_products():
+            acc: set[str] = set()
+            walk(uid, acc, set())
+            out[uid.split(".")[-1]] = acc
+    return out
+
+
+def publish_layer(lake: Lake, run_id: str) -> list[dict]:
+    """Publish every shared product whose gate passed; audit each; rebuild the catalog."""
+    from govlake import audit, catalog, publish
+    from govlake.dbt import output_path
+
+    gate_result = pickle.loads(_gate_pickle(lake, run_id, "shared").read_bytes())
+    inputs = live_inputs(lake)
+    sources = product_sources(lake)
+    published = []
+    for product in shared_products():
+        used = sources.get(product)
+        p_inputs = [i for i in inputs if used is None or f"{i['dept']}.{i['dataset']}" in used]
+        pub = publish.gate_and_publish(lake, product, output_path(lake.candidate(run_id), product),
+                                       run_id=run_id, inputs=p_inputs, gate_result=gate_result)
+        audit.record_publication(lake, pub.record)
+        published.append({"product": product, "version": int(pub), "rows": pub.record["row_count"]})
+        log.info("published %s v=%s (%s rows)", product, int(pub), pub.record["row_count"])
+    catalog.build(lake)
+    return published
+
+
+# ------------------------------------------------------------------------------ reporting
+def feed_counts(lake: Lake, run_id: str) -> list[dict]:
+    """Per feed: raw rows in, standardized rows, quarantined rows by rule (this run)."""
+    build = lake.candidate(run_id) / "standardized"
+    con = duckdb.connect()
+    out = []
+    qfile = build / "quarantine_rows.parquet"
+    for ds in metadata.datasets():
+        raw_n = 0
+        if list(lake.raw(ds.dept, ds.name).glob("*/*.parquet")):
+            raw_n = con.execute(f"select count(*) from read_parquet('{lake.raw_glob(ds.dept, ds.name)}')").fetchone()[0]
+        stg = build / f"stg_{ds.dept}__{ds.name}.parquet"
+        stg_n = con.execute(f"select count(*) from read_parquet('{stg}')").fetchone()[0] if stg.exists() else 0
+        reasons = {}
+        q_rows = 0
+        if qfile.exists():
+            reasons = dict(con.execute(
+                f"select rule, count(distinct (_source_file, _row_number)) from read_parquet('{qfile}') "
+                f"where dept = ? and dataset = ? group by rule order by 2 desc", [ds.dept, ds.name]).fetchall())
+            q_rows = con.execute(
+                f"select count(distinct (_batch_id, _row_number)) from read_parquet('{qfile}') "
+                f"where dept = ? and dataset = ?", [ds.dept, ds.name]).fetchone()[0]
+        out.append({"dataset": ds.id, "raw_rows": raw_n, "standardized": stg_n, "quarantined": q_rows,
+                    "reasons": reasons})
+    return out
