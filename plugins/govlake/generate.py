@@ -434,7 +434,7 @@ def _pair_block(r: random.Random, block: list[_Person]) -> list[_Event]:
     females = [p for p in block if not p.male and _legal(p) < TIMELINE_END]
     r.shuffle(males)
     for h in males:
-        if r.random() > 0.88:
+        if r.random() > 0.88 or h.paired:  # h may already have married a divorcée
             continue
         cands = [w for w in females if not w.paired and abs(w.birth - h.birth) <= 10 * 365]
         if not cands:
@@ -934,7 +934,7 @@ def _births(ctx: _Ctx, people: list[_Person], r: random.Random) -> None:
                 k += 1
         if not p.marriages:
             lo, hi = max(_add_years(p.birth, 22), BIRTH_CERT_START), min(_add_years(p.birth, 38), TIMELINE_END)
-            if hi > lo and r.random() < 0.03:
+            if hi > lo and r.random() < 0.05:
                 births.append((r.randint(lo, hi - 1), p.idx * 8 + 7, p, None))
     births.sort(key=lambda b: (b[0], b[1]))
     for when, uid, mother, father in births:

@@ -309,6 +309,8 @@ def test_names_middle_dots_and_gender_codes(gen):
 # ---- consistency across feeds --------------------------------------------------------------
 def test_people_and_companies_are_consistent_across_feeds(gen):
     _check_consistency(gen[2], slack=0.12)  # at 3x faults, ~7% of household rows are quarantined
+    births = _truth(gen[2], generate.BIRTH)
+    assert any(t["valid"] and t["father_id_number"] is None for t in births)
 
 
 def _resolves(named: set, known: set, slack: float) -> bool:
@@ -331,7 +333,6 @@ def _check_consistency(truth: Path, slack: float):
     fathers = _ids(births, "father_id_number")
     assert _resolves(mothers, people, slack)
     assert _resolves(fathers, people, slack)
-    assert any(t["valid"] and t["father_id_number"] is None for t in births)
     # every ID number belongs to someone of matching gender in the household register
     gender = {t["id_number"]: t["gender_code"] for t in household if t["valid"]}
     for t in marriage:
@@ -387,6 +388,19 @@ def test_fault_rate_zero_gives_clean_data(tmp_path):
     ids = [r[0] for r in _records(result[generate.HOUSEHOLD]["path"], ds)]
     assert all(len(i) == 18 and i.isascii() and i == i.strip() and "x" not in i for i in ids)
     _check_consistency(tmp_path / "truth", slack=0.0)  # clean data: every reference resolves
+    # marriage histories make sense: nobody marries while married, divorces are of a marriage
+    events = sorted((t["event_date"], t["event_type"], t["husband_id_number"], t["wife_id_number"])
+                    for t in _truth(tmp_path / "truth", generate.MARRIAGE))
+    spouse: dict[str, str | None] = {}
+    for _, kind, h, w in events:
+        if kind == "marriage":
+            assert spouse.get(h) is None and spouse.get(w) is None, (h, w)
+            spouse[h], spouse[w] = w, h
+        elif kind == "divorce":
+            assert spouse.get(h, w) == w and spouse.get(w, h) == h  # (first marriage may predate the registry)
+            spouse[h] = spouse[w] = None
+        else:
+            assert spouse.get(h) == w
 
 
 def test_incremental_feeds_deliver_only_what_is_new(tmp_path):
