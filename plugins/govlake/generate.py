@@ -500,14 +500,14 @@ def _company_core(seed: int, k: int) -> tuple[str, str, int, str, int]:
     div = int(u[2] * D.DIV_N_ALL)
     est = COMPANY_START + int((u[3] ** 0.6) * (TIMELINE_END - COMPANY_START))
     if prefix[0] == "9" and _ymd(est)[0] >= 2015:
-        x = (k * 7919 + _seed(seed, "ma") % 31**6) % 31**6
+        x = (k * 442_009_667 + _seed(seed, "ma")) % 31**6
         tail = ""
         for _ in range(6):
             x, d = divmod(x, 31)
             tail = _B31[d] + tail
         body = "MA" + tail
     else:
-        body = f"{(k * 48271 + _seed(seed, 'org') % 10**8) % 10**8:08d}"
+        body = f"{(k * 61_046_777 + _seed(seed, 'org')) % 10**8:08d}"
     return kind, prefix, div, codes.uscc(prefix, D.DIV_CODES[div], body), est
 
 

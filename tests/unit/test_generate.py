@@ -447,3 +447,29 @@ def test_memory_does_not_grow_with_people(tmp_path):
 
     small, large = peak_kib(10_000), peak_kib(100_000)
     assert large < small + 40 * 1024, (small, large)  # KiB
+
+
+def test_identifiers_are_unique_even_when_random_draws_collide(tmp_path, monkeypatch):
+    """Force 40 people onto the same (division, birth date, sequence): IDs must still be unique."""
+    real_core = generate._core
+
+    def colliding_core(seed, c, n):
+        core = real_core(seed, c, n)
+        if c == 0:
+            for k in core:
+                core[k][1:40] = core[k][0]
+        return core
+
+    monkeypatch.setattr(generate, "_core", colliding_core)
+    _, result = _gen(tmp_path / "lake", tmp_path / "truth", people=300, fault_rate=0)
+    ids = [t["id_number"] for t in _truth(tmp_path / "truth", generate.HOUSEHOLD)]
+    assert len(ids) == 300 == len(set(ids))
+    assert sum(i[:14] == ids[0][:14] for i in ids) >= 40  # same place and birth date, other sequence
+    assert all(ric.is_valid(i) for i in ids)
+
+
+def test_company_codes_are_unique(gen):
+    _, _, truth = gen
+    for fid in (generate.ENTERPRISE, generate.TAX):
+        codes = [t["uscc"] for t in _truth(truth, fid) if t["valid"]]
+        assert len(codes) == len(set(codes)) > 50
