@@ -683,12 +683,11 @@ def _household(ctx: _Ctx, people: list[_Person], r: random.Random,
             id_out = _wrong_check(r_sub, p.id)
             reason, column = "id_number.check_digit", cols[0]
         elif fault == "birth_mismatch":
-            o = p.birth + r_sub.choice([-1, 1]) * r_sub.randint(1, 400)
-            birth = _compact(o)
-            reason, column = "id_number.birth_mismatch", cols[0]
+            birth = _compact(p.birth - r_sub.randint(1, 400))  # never a future date
+            reason, column = "id_number.birth_mismatch", cols[4]
         elif fault == "gender_mismatch":
             sex = "女" if p.male else "男"
-            reason, column = "id_number.gender_mismatch", cols[0]
+            reason, column = "id_number.gender_mismatch", cols[2]
         elif fault == "gender_unmapped":
             sex = r_sub.choice(["3", "?", "X"])
             reason, column = "code.unmapped", cols[2]
@@ -882,7 +881,7 @@ def _social(ctx: _Ctx, people: list[_Person], r: random.Random, rs: random.Rando
                 reason, column = "id_number.birth_date", cols[0]
             elif fault == "gender_mismatch":
                 aac004 = "2" if p.male else "1"
-                reason, column = "id_number.gender_mismatch", cols[0]
+                reason, column = "id_number.gender_mismatch", cols[2]
             elif fault == "gender_unmapped":
                 aac004 = rs.choice(["3", "U"])
                 reason, column = "code.unmapped", cols[2]
@@ -1097,7 +1096,9 @@ def _companies(ctx: _Ctx, c: int, people: list[_Person], r: random.Random, r_sub
             row = [code, name, etype, rep_name, rep_id, date_s, cap_s, address, status_s]
             truth = None
             if reason is None:
-                truth = [uscc, name, etype, rep.name, rep.id, _iso(est), cap or None, address, status]
+                # DECIMAL(18,4), as the standardized layer renders it
+                truth = [uscc, name, etype, rep.name, rep.id, _iso(est), cap + "00" if cap else None,
+                         address, status]
             ent.add(row, truth, reason, column)
 
         if kind in ("both", "tax") and tax_reg <= D_:

@@ -195,13 +195,14 @@ def test_invalid_rows_really_break_their_rule(gen):
                     assert not ric.compact(_nfkc(raw)).isdigit() or len(_nfkc(raw)) not in (15, 18)
             elif reason == "id_number.legacy_centenarian":
                 assert len(raw) == 15 and 996 <= int(raw[12:15]) <= 999
-            elif reason == "id_number.birth_mismatch":
-                assert ric.is_valid(_nfkc(raw)) and _nfkc(raw)[6:14] != rec[ds.column_names.index("出生日期")]
-            elif reason == "id_number.gender_mismatch":
-                gender = rec["aac004"] if ds.format == "jsonl" else rec[ds.column_names.index("性别")]
-                male = int(_nfkc(raw)[16]) % 2 == 1
-                assert ric.is_valid(_nfkc(raw))
-                assert gender == ("女" if male else "男") or gender == ("2" if male else "1")
+            elif reason == "id_number.birth_mismatch":  # reported on the birth-date column
+                id_ = _nfkc(rec[0])
+                assert t["column"] == "出生日期" and ric.is_valid(id_) and id_[6:14] != raw
+            elif reason == "id_number.gender_mismatch":  # reported on the gender column
+                id_ = _nfkc(rec["aac002"] if ds.format == "jsonl" else rec[0])
+                male = int(id_[16]) % 2 == 1
+                assert t["column"] in ("性别", "aac004") and ric.is_valid(id_)
+                assert raw == ("女" if male else "男") or raw == ("2" if male else "1")
             elif reason.startswith("uscc."):
                 assert not stdnum_uscc.is_valid(_nfkc(raw)) or reason == "uscc.org_code"
             elif reason == "row.duplicate":
