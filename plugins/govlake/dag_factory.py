@@ -98,3 +98,92 @@ def _make_extract_task(ds: metadata.Dataset, skip_exc, task):
 
 def extract_dags() -> dict:
     return {f"extract_{dept}": build_extract_dag(dept, dss) for dept, dss in metadata.departments().items()}
+
+
+# ------------------------------------------------------------------------------ transform
+DUCKDB_POOL = "duckdb_writer"
+
+
+def published_asset(product: str):
+    from airflow.sdk import Asset
+
+    return Asset(uri=f"govlake://published/{product}", name=f"published__{product}", group="published",
+                 extra={"product": product})
+
+
+def _run_id(context) -> str:
+    from govlake import transform
+
+    return transform.run_id_for(context.get("run_id"))
+
+
+def build_transform_dag():
+    """transform_shared: dbt standardized -> gate -> dbt shared -> gate -> publish.
+
+    Scheduled on data: any raw Asset update (an extraction that landed new batches) triggers
+    it. One run at a time and one task at a time: a single writer on the DuckDB file."""
+    from airflow.sdk import DAG, task
+
+    from govlake import transform
+    from govlake.storage import Lake
+
+    raw = [raw_asset(d) for d in metadata.datasets()]
+    schedule = raw[0]
+    for a in raw[1:]:
+        schedule = schedule | a
+    products = transform.shared_products()
+    doc = "\n".join([
+        "# Transform: standardize, integrate, gate, publish",
+        "",
+        "Triggered when any department's raw data changes. Tasks, in order:",
+        "",
+        "1. `dbt_build_standardized` — seeds, staging models (national standards), row quarantine; "
+        "dbt tests run with the build.",
+        "2. `gate_standardized` — Great Expectations suites in `expectations/standardized/`.",
+        "3. `dbt_build_shared` — intermediate dedup and the shared products.",
+        "4. `gate_shared` — suites in `expectations/shared/`.",
+        "5. `publish` — each product becomes `published/<product>/v=<n>/`, `current` switches atomically, "
+        "the publication is audited and the catalog rebuilt.",
+        "",
+        "A red gate task means data failed its checks: nothing was published, the current version stays, "
+        "the candidate (`candidate/<run>/`) and the report (`reports/<run>/`) are kept. "
+        f"Products: {', '.join(products)}.",
+    ])
+    dag = DAG(
+        dag_id="transform_shared",
+        description="raw -> standardized -> shared -> gated, published products",
+        schedule=schedule,
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        max_active_tasks=1,
+        tags=["layer:standardized", "layer:shared", "layer:published", "transform"],
+        default_args={"owner": "govlake-platform", "retries": 0},
+        doc_md=doc,
+    )
+    with dag:
+        @task(task_id="dbt_build_standardized", pool=DUCKDB_POOL)
+        def dbt_build_standardized(**context):
+            return transform.build_standardized(Lake.default(), _run_id(context))
+
+        @task(task_id="gate_standardized", pool=DUCKDB_POOL)
+        def gate_standardized(**context):
+            r = transform.gate_standardized(Lake.default(), _run_id(context), dag_id=dag.dag_id,
+                                            task_id="gate_standardized")
+            return {"success": r.success, "report": str(r.report_path), "docs": str(r.docs_path)}
+
+        @task(task_id="dbt_build_shared", pool=DUCKDB_POOL)
+        def dbt_build_shared(**context):
+            return transform.build_shared(Lake.default(), _run_id(context))
+
+        @task(task_id="gate_shared", pool=DUCKDB_POOL)
+        def gate_shared(**context):
+            r = transform.gate_shared(Lake.default(), _run_id(context), dag_id=dag.dag_id, task_id="gate_shared")
+            return {"success": r.success, "report": str(r.report_path), "docs": str(r.docs_path)}
+
+        @task(task_id="publish", outlets=[published_asset(p) for p in products])
+        def publish(**context):
+            return transform.publish_layer(Lake.default(), _run_id(context))
+
+        dbt_build_standardized() >> gate_standardized() >> dbt_build_shared() >> gate_shared() >> publish()
+    return dag

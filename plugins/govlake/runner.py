@@ -33,6 +33,10 @@ def ensure_airflow_db() -> Path:
     proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
     if proc.returncode != 0:
         raise RuntimeError(f"airflow db migrate failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    pool = subprocess.run(cmd[:1] + ["pools", "set", "duckdb_writer", "1", "one writer on the DuckDB file"],
+                          capture_output=True, text=True, env=os.environ.copy())
+    if pool.returncode != 0:
+        raise RuntimeError(f"airflow pools set failed:\n{pool.stderr[-3000:]}")
     stamp.write_text(dt.datetime.now(dt.timezone.utc).isoformat())
     return db
 

@@ -49,3 +49,15 @@ def test_extract_tasks_mark_raw_assets(dagbag):
         task = dagbag.dags[f"extract_{ds.dept}"].get_task(f"extract_{ds.name}")
         uris = {getattr(o, "uri", None) for o in task.outlets}
         assert ds.asset_uri in uris, f"{task.task_id} does not mark {ds.asset_uri}"
+
+
+def test_plugin_manager_does_not_import_govlake_modules_top_level(airflow_env):
+    """Airflow imports every .py under plugins/ as a top-level module unless ignored; then
+    plugins/govlake/dbt.py would shadow the dbt package inside tasks."""
+    import sys
+
+    from airflow import plugins_manager
+
+    plugins_manager.ensure_plugins_loaded()
+    mod = sys.modules.get("dbt")
+    assert mod is None or "plugins/govlake" not in str(getattr(mod, "__file__", ""))
