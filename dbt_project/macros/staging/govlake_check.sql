@@ -71,32 +71,40 @@
 {%- endmacro -%}
 
 
-{%- macro glx_std_value(col, ref_expr, txt_expr, map_alias) -%}
+{%- macro glx_std_value(col, ref_expr, txt_expr, map_code) -%}
   {%- set s = col.standard -%}
   {%- set rm = glx_rule_macros(s) -%}
   {%- if rm -%} {{ glx_std(rm[0], ref_expr) }}
   {%- elif s == 'marital_status' -%}
-    case when {{ glx_is_empty(txt_expr) }} then '90' else {{ map_alias }}.code end
+    case when {{ glx_is_empty(txt_expr) }} then '90' else {{ map_code }} end
   {%- elif s in ('gender', 'ethnicity', 'code') -%}
-    case when {{ glx_is_empty(txt_expr) }} then null else {{ map_alias }}.code end
+    {{ map_code }}
   {%- else -%}
     {{- exceptions.raise_compiler_error("govlake: unknown standard " ~ s ~ " for column " ~ col.name) -}}
   {%- endif -%}
 {%- endmacro -%}
 
 
-{%- macro glx_std_error(col, ref_expr, txt_expr, map_alias) -%}
+{%- macro glx_std_error(col, ref_expr, txt_expr, map_code, value_expr) -%}
+  {#- The rule the value fails, or NULL. The standards macros return a NULL value for every
+      invalid or empty input and a NULL error for empty input, so
+        - the error macro only runs where the value is NULL (valid rows never evaluate it);
+        - a required column is missing exactly when both value and error are NULL. -#}
   {%- set s = col.standard -%}
   {%- set rm = glx_rule_macros(s) -%}
-  {%- if rm and rm[1] -%} {%- set e = glx_std(rm[1], ref_expr) -%}
+  {%- if rm and rm[1] -%}
+    {%- set e = glx_std(rm[1], ref_expr) -%}
   {%- elif s in ('gender', 'ethnicity', 'code', 'marital_status') -%}
-    {%- set e = "case when " ~ glx_is_empty(txt_expr) ~ " then null when " ~ map_alias ~ ".code is null then 'code.unmapped' end" -%}
-  {%- else -%} {%- set e = 'cast(null as varchar)' -%}
+    {%- set e = "case when " ~ glx_is_empty(txt_expr) ~ " then null when " ~ map_code ~ " is null then 'code.unmapped' end" -%}
+  {%- else -%}
+    {%- set e = none -%}
   {%- endif -%}
   {%- if col.required and s != 'marital_status' -%}
-    case when {{ glx_is_empty(txt_expr) }} then 'required.missing' else {{ e }} end
+    case when {{ value_expr }} is not null then null else {{ "coalesce(" ~ e ~ ", 'required.missing')" if e else "'required.missing'" }} end
+  {%- elif e -%}
+    case when {{ value_expr }} is not null then null else {{ e }} end
   {%- else -%}
-    {{ e }}
+    cast(null as varchar)
   {%- endif -%}
 {%- endmacro -%}
 
@@ -113,10 +121,7 @@
   {%- set names = cols | map(attribute='name') | list -%}
   {%- set elements = cols | map(attribute='element') | list -%}
   {%- set raw = glx_raw_relation(dept, dataset, names) -%}
-  {%- set mapped = [] -%}
-  {%- for c in cols if c.standard in ('gender', 'ethnicity', 'code', 'marital_status') -%}
-    {%- do mapped.append(loop.index0) -%}
-  {%- endfor %}
+  {%- set mapped_standards = ('gender', 'ethnicity', 'code', 'marital_status') %}
 with raw as (
     select * from {{ raw }}
 ),
@@ -127,7 +132,7 @@ numbered as (
         raw.*,
         row_number() over copies as _copy_number,
         first_value(_row_number) over copies as _first_row_number
-        {%- for c in cols %},
+        {%- for c in cols if c.standard in mapped_standards %},
         {{ glx_std('std_text', adapter.quote(c.name)) }} as {{ adapter.quote('_txt_' ~ c.element) }}
         {%- endfor %}
     from raw
@@ -138,8 +143,7 @@ numbered as (
     )
 ),
 
-{% for c in cols if c.standard in ('gender', 'ethnicity', 'code', 'marital_status') -%}
-{%- set i = loop.index0 -%}
+{% for c in cols if c.standard in mapped_standards -%}
 map_{{ c.element }} as (
     select {{ glx_map_key('source_value') }} as map_key, code
     from {{ value_maps }}
@@ -149,23 +153,44 @@ map_{{ c.element }} as (
 
 {% endfor -%}
 
-standardized as (
+valued as (
+    -- each standardized value computed once
     select
         n._batch_id, n._source_file, n._source_sha256, n._row_number, n._delivery_date,
         n._copy_number, n._first_row_number
         {%- for c in cols %}
         {%- set r = 'n.' ~ adapter.quote(c.name) %}
-        {%- set t = 'n.' ~ adapter.quote('_txt_' ~ c.element) %}
-        {%- set ma = 'map_' ~ c.element %},
+        {%- set t = 'n.' ~ adapter.quote('_txt_' ~ c.element) if c.standard in mapped_standards else 'null' %}
+        {%- set mc = 'map_' ~ c.element ~ '.code' if c.standard in mapped_standards else 'null' %},
         {{ r }} as {{ adapter.quote('_raw_' ~ c.element) }},
-        {{ glx_std_value(c, r, t, ma) }} as {{ adapter.quote(c.element) }},
-        {{ glx_std_error(c, r, t, ma) }} as {{ adapter.quote('_err_' ~ c.element) }}
+        {%- if c.standard in mapped_standards %}
+        {{ t }} as {{ adapter.quote('_txt_' ~ c.element) }},
+        {{ mc }} as {{ adapter.quote('_map_' ~ c.element) }},
+        {%- endif %}
+        {{ glx_std_value(c, r, t, mc) }} as {{ adapter.quote('_val_' ~ c.element) }}
         {%- endfor %}
     from numbered as n
-    {%- for c in cols if c.standard in ('gender', 'ethnicity', 'code', 'marital_status') %}
+    {%- for c in cols if c.standard in mapped_standards %}
     left join map_{{ c.element }}
         on map_{{ c.element }}.map_key = lower(n.{{ adapter.quote('_txt_' ~ c.element) }})
     {%- endfor %}
+),
+
+standardized as (
+    -- the rule each value fails (NULL when it passes), and the data-element names
+    select
+        _batch_id, _source_file, _source_sha256, _row_number, _delivery_date,
+        _copy_number, _first_row_number
+        {%- for c in cols %}
+        {%- set r = adapter.quote('_raw_' ~ c.element) %}
+        {%- set t = adapter.quote('_txt_' ~ c.element) if c.standard in mapped_standards else 'null' %}
+        {%- set v = adapter.quote('_val_' ~ c.element) %}
+        {%- set mc = adapter.quote('_map_' ~ c.element) if c.standard in mapped_standards else 'null' %},
+        {{ r }},
+        {{ v }} as {{ adapter.quote(c.element) }},
+        {{ glx_std_error(c, r, t, mc, v) }} as {{ adapter.quote('_err_' ~ c.element) }}
+        {%- endfor %}
+    from valued
 ),
 
 checked as (
