@@ -34,7 +34,6 @@ import logging
 import os
 import smtplib
 import sqlite3
-import urllib.error
 import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass
