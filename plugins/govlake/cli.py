@@ -17,6 +17,7 @@ _COMMAND_MODULES = [
     "govlake.commands.core",
     "govlake.commands.ops",
     "govlake.commands.access",
+    "govlake.commands.requests",
 ]
 
 

@@ -20,13 +20,19 @@ Treatments of a column graded above the role's clearance: ``mask`` (display mask
 element, standards.md §6), ``token`` (keyed join token), ``withhold`` (NULL). Without an
 explicit entry a column is masked when its element has a mask rule, else withheld. A column
 present in the data but absent from the product metadata counts as L4 (most restrictive).
+
+Grants created by approved access requests (``govlake access approve``, kept in
+``<lake>/_meta/access.sqlite`` by :mod:`govlake.access_requests`) are merged in at load time
+with :func:`with_approved`: each is an :class:`ApprovedGrant` for one product and one purpose,
+with its own expiry, an optional column list, and a revocation. The role's clearance (and so
+the masking of above-clearance columns) still comes from this file.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -34,6 +40,41 @@ import yaml
 from govlake import config
 from govlake.masking import TREATMENTS, default_treatment
 from govlake.products import GRADE_RANK, Product
+
+
+@dataclass(frozen=True)
+class ApprovedGrant:
+    """One product granted to a role for one purpose by an approved access request."""
+
+    grant_id: str  # e.g. "G-3"
+    role: str
+    product: str
+    purpose: str
+    expires: dt.date  # last valid day
+    columns: tuple[str, ...] | None = None  # None: every column of the product
+    approval: str = ""  # who approved what, for the audit record
+    request_id: str = ""
+    revoked_at: str | None = None
+    revoked_by: str = ""
+    revoke_reason: str = ""
+
+    def state(self, today: dt.date | None = None) -> str:
+        """``revoked``, ``expired`` or ``active``."""
+        if self.revoked_at:
+            return "revoked"
+        if (today or dt.date.today()) > self.expires:
+            return "expired"
+        return "active"
+
+    def why_not(self, today: dt.date | None = None) -> str | None:
+        """Why the grant no longer gives access (None when it is active)."""
+        st = self.state(today)
+        if st == "revoked":
+            return (f"grant {self.grant_id} was revoked at {self.revoked_at} by {self.revoked_by}: "
+                    f"{self.revoke_reason}")
+        if st == "expired":
+            return f"grant {self.grant_id} expired on {self.expires.isoformat()}"
+        return None
 
 
 class GrantError(ValueError):
@@ -64,9 +105,29 @@ class Role:
     expires: dt.date
     approval: str
     products: dict = field(default_factory=dict, compare=False, hash=False)  # product -> {col: treatment}
+    approved: tuple = field(default=(), compare=False, hash=False)  # ApprovedGrant, see with_approved()
 
     def expired(self, today: dt.date | None = None) -> bool:
         return (today or dt.date.today()) > self.expires
+
+    def approved_purpose(self, purpose: str) -> bool:
+        """Whether some approved grant (in any state) records ``purpose``."""
+        return any(g.purpose == purpose for g in self.approved)
+
+    def approved_grant(self, product: str, purpose: str,
+                       today: dt.date | None = None) -> tuple[ApprovedGrant | None, str | None]:
+        """(the active approved grant of ``product`` for ``purpose``, None) or (None, why not)."""
+        mine = [g for g in self.approved if g.product == product]
+        same = [g for g in mine if g.purpose == purpose]
+        active = [g for g in same if g.state(today) == "active"]
+        if active:  # the one that lasts longest
+            return max(active, key=lambda g: (g.expires, g.grant_id)), None
+        if same:  # the most recent one explains the refusal
+            return None, same[-1].why_not(today)
+        if mine:
+            return None, (f"not granted to role {self.name} for purpose {purpose!r} (approved for: "
+                          f"{', '.join(sorted({g.purpose for g in mine}))})")
+        return None, None
 
     def treatment_override(self, product: str, column: str) -> str | None:
         return (self.products.get(product) or {}).get(column)
@@ -141,4 +202,18 @@ def load(path: Path | None = None) -> dict[str, Role]:
             approval=str(spec.get("approval") or ""),
             products=products,
         )
+    return out
+
+
+def with_approved(roles: dict[str, Role], approved) -> dict[str, Role]:
+    """``roles`` with the approved grants (an iterable of :class:`ApprovedGrant`, in any state)
+    attached to their role. A grant whose role is no longer in the grants file is dropped: the
+    role itself (department, clearance) must still be reviewed and present."""
+    by_role: dict[str, list[ApprovedGrant]] = {}
+    for g in approved or ():
+        by_role.setdefault(g.role, []).append(g)
+    out = dict(roles)
+    for name, gs in by_role.items():
+        if name in out:
+            out[name] = replace(out[name], approved=tuple(out[name].approved) + tuple(gs))
     return out

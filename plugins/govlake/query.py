@@ -3,7 +3,10 @@
 How a query runs (docs/adr/0005-access-and-audit.md):
 
 1. The role must exist in the reviewed grants file, be unexpired, and state one of its
-   allowed purposes.
+   allowed purposes — or the purpose of one of its grants from an approved access request
+   (``<lake>/_meta/access.sqlite``, merged in by ``grants.with_approved``). A product reached
+   only through such a grant needs an active (unrevoked, unexpired) grant for that product
+   and that purpose; a grant limited to some columns exposes only those columns.
 2. The SQL is parsed by DuckDB's own parser (``extract_statements``): exactly one statement,
    of type SELECT. Its parse tree (``json_serialize_sql``) is walked: every table it names
    must be a granted, published product (or a CTE of the query); no table function other
@@ -36,7 +39,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from govlake import audit, grants, masking, products
+from govlake import access_requests, audit, grants, masking, products
 from govlake.storage import Lake
 
 DEFAULT_LIMIT = 1000
@@ -83,6 +86,7 @@ class QueryResult:
     treatments: dict[str, dict[str, str]]  # product -> column -> treatment (clear columns omitted)
     audit_seq: int
     duration_ms: int
+    grants: dict[str, str] = field(default_factory=dict)  # product -> approved grant id used
 
 
 # ---- parsing ------------------------------------------------------------------------------
@@ -237,13 +241,17 @@ def run_query(role: str, purpose: str, sql: str, *, lake: Lake | None = None,
             roles = grants.load(grants_path)
         except grants.GrantError as exc:
             raise QueryRefused("grants", f"the grants file is invalid: {exc}") from exc
+        try:
+            roles = grants.with_approved(roles, access_requests.approved_grants(lake))
+        except access_requests.AccessRequestError as exc:
+            raise QueryRefused("approved grants", str(exc)) from exc
         r = roles.get(role)
         if r is None:
             raise QueryRefused(f"role {role!r}", "no such role in the grants file")
         base["approval"] = r.approval
         if r.expired(today):
             raise QueryRefused(f"role {role!r}", f"the grant expired on {r.expires.isoformat()}")
-        if purpose not in r.purposes:
+        if purpose not in r.purposes and not r.approved_purpose(purpose):
             raise QueryRefused(f"purpose {purpose!r}",
                                f"role {role} may only query for: {', '.join(r.purposes)}")
         a = analyze(sql)
@@ -254,11 +262,17 @@ def run_query(role: str, purpose: str, sql: str, *, lake: Lake | None = None,
             raise QueryRefused("product metadata", f"invalid, so no column can be graded: {exc}") from exc
         published = set(lake.products())
         wanted: dict[str, int] = {}
+        approved: dict[str, grants.ApprovedGrant] = {}
         for name in sorted(a.tables):
             if name not in published and name not in meta:
                 raise QueryRefused(f"table {name}", "no such product")
-            if name not in r.products:
-                raise QueryRefused(f"product {name}", f"not granted to role {role}")
+            if not (name in r.products and purpose in r.purposes):
+                g, why = r.approved_grant(name, purpose, today)
+                if g is None:
+                    if why is None and name in r.products:
+                        why = f"granted to role {role} only for: {', '.join(r.purposes)}"
+                    raise QueryRefused(f"product {name}", why or f"not granted to role {role}")
+                approved[name] = g
             version = lake.current_version(name)
             if version is None:
                 raise QueryRefused(f"product {name}", "has no published version")
@@ -268,7 +282,9 @@ def run_query(role: str, purpose: str, sql: str, *, lake: Lake | None = None,
                                    f"不予共享 ({pm.legal_basis}): only {pm.owner_department} may read it")
             wanted[name] = version
         base["products"] = wanted
-        return _execute(lake, r, purpose, sql, a, meta, wanted, limit, timeout, t0, base)
+        if approved:
+            base["access_grants"] = {n: g.grant_id for n, g in approved.items()}
+        return _execute(lake, r, purpose, sql, a, meta, wanted, limit, timeout, t0, base, approved)
     except QueryRefused as exc:
         audit.append(lake, "query_refused", _audit_payload(
             role, purpose, sql, refused=exc.what, reason=exc.why,
@@ -276,21 +292,37 @@ def run_query(role: str, purpose: str, sql: str, *, lake: Lake | None = None,
         raise
 
 
-def _execute(lake, r, purpose, sql, a, meta, wanted, limit, timeout, t0, base) -> QueryResult:
+def _execute(lake, r, purpose, sql, a, meta, wanted, limit, timeout, t0, base,
+             approved: dict | None = None) -> QueryResult:
     treatments: dict[str, dict[str, str]] = {}
     con = duckdb.connect(":memory:")
     try:
         plans = {}
+        excluded: dict[str, list[str]] = {}
+        visible: set[str] = set()
         need_token = False
         for name, version in wanted.items():
             files = _product_files(lake, name, version)
             src = "read_parquet([" + ", ".join(masking.sql_literal(str(f)) for f in files) + \
                   "], union_by_name = true, hive_partitioning = false)"
             cols = [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()]
+            g = (approved or {}).get(name)
+            if g is not None and g.columns is not None:  # a grant for some columns only
+                excluded[name] = [c for c in cols if c not in g.columns]
+                cols = [c for c in cols if c in g.columns]
+            visible |= set(cols)
             plan = r.plan(meta.get(name), name, cols)
             plans[name] = (src, plan)
             need_token |= any(c.treatment == "token" for c in plan)
             treatments[name] = {c.column: c.treatment for c in plan if c.treatment != "clear"}
+        for name, cols in excluded.items():
+            hidden = sorted(set(a.columns) & set(cols) - visible)
+            if hidden:
+                g = approved[name]
+                raise QueryRefused(f"column {', '.join(hidden)} of {name}",
+                                   f"grant {g.grant_id} covers only: {', '.join(g.columns)}")
+        if excluded:
+            base["grant_columns"] = {n: list(approved[n].columns) for n in excluded}
         key = None
         if need_token:
             try:
@@ -355,4 +387,5 @@ def _execute(lake, r, purpose, sql, a, meta, wanted, limit, timeout, t0, base) -
         duration_ms=duration, **base))
     return QueryResult(table=table, columns=table.column_names, row_count=table.num_rows,
                        truncated=truncated, products=dict(wanted), treatments=treatments,
-                       audit_seq=entry["seq"], duration_ms=duration)
+                       audit_seq=entry["seq"], duration_ms=duration,
+                       grants=dict(base.get("access_grants") or {}))

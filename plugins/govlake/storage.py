@@ -100,6 +100,11 @@ class Lake:
         return self.meta_root / "ledger.sqlite"
 
     @property
+    def access_db(self) -> Path:
+        """Access requests and the grants approved from them (govlake.access_requests)."""
+        return self.meta_root / "access.sqlite"
+
+    @property
     def ledger_export(self) -> Path:
         return self.raw_root / "_ledger.parquet"
 
