@@ -22,6 +22,13 @@ def raw_asset(ds: metadata.Dataset):
                  extra={"dept": ds.dept, "dataset": ds.name})
 
 
+def _alert_callbacks() -> dict:
+    """A failed task raises an alert (once per open problem); a later success closes it."""
+    from govlake import alerts
+
+    return {"on_failure_callback": alerts.on_task_failure, "on_success_callback": alerts.on_task_success}
+
+
 def _dept_doc(dept: str, datasets: list[metadata.Dataset]) -> str:
     d0 = datasets[0]
     lines = [
@@ -66,7 +73,8 @@ def build_extract_dag(dept: str, datasets: list[metadata.Dataset]):
         catchup=False,
         max_active_runs=1,
         tags=[f"dept:{dept}", "layer:raw", "extract"],
-        default_args={"owner": datasets[0].owner, "retries": 1, "retry_delay": dt.timedelta(minutes=5)},
+        default_args={"owner": datasets[0].owner, "retries": 1, "retry_delay": dt.timedelta(minutes=5),
+                      **_alert_callbacks()},
         doc_md=_dept_doc(dept, datasets),
     )
     with dag:
@@ -158,7 +166,7 @@ def build_transform_dag():
         max_active_runs=1,
         max_active_tasks=1,
         tags=["layer:standardized", "layer:shared", "layer:published", "transform"],
-        default_args={"owner": "govlake-platform", "retries": 0},
+        default_args={"owner": "govlake-platform", "retries": 0, **_alert_callbacks()},
         doc_md=doc,
     )
     with dag:

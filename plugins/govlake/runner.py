@@ -115,6 +115,7 @@ def run_dag(dag, logical_date: dt.datetime, log_file: Path | None = None) -> dic
         "state": str(dr.state.value if hasattr(dr.state, "value") else dr.state),
         "tasks": states,
         "summaries": _xcoms(dag.dag_id, dr.run_id, "summary"),
+        "returns": _xcoms(dag.dag_id, dr.run_id, "return_value"),
         "seconds": round(time.monotonic() - t0, 2),
     }
 
@@ -154,7 +155,7 @@ def print_summary(results: list[dict], log_file: Path | None) -> None:
 
     from govlake.storage import Lake
 
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 160)
     table = Table(title="Extraction: landing → raw", show_lines=False)
     for col in ("dataset", "files", "ingested", "rows", "skipped", "quarantined", "task"):
         table.add_column(col, justify="right" if col in ("files", "ingested", "rows", "skipped", "quarantined") else "left")
@@ -172,10 +173,49 @@ def print_summary(results: list[dict], log_file: Path | None) -> None:
     for p in problems:
         console.print(f"[yellow]quarantined[/yellow] {p['file']}: {p['reason']} — {p['message']}")
     lake = Lake.default()
+    tr = next((r for r in results if r["dag_id"] == "transform_shared"), None)
+    if tr:
+        _print_transform(console, tr, lake)
     console.print(f"raw Parquet: {lake.raw_root}")
     console.print(f"quarantine:  {lake.quarantine_root}")
     if log_file:
         console.print(f"Airflow log: {log_file}")
+
+
+def _print_transform(console, tr: dict, lake) -> None:
+    from rich.table import Table
+
+    ret = tr.get("returns", {})
+    std = ret.get("dbt_build_standardized") or {}
+    if std.get("counts"):
+        t = Table(title="Standardization: raw → standardized + quarantine")
+        for col in ("dataset", "raw rows", "standardized", "quarantined", "quarantined by reason"):
+            t.add_column(col, justify="left" if col in ("dataset", "quarantined by reason") else "right")
+        for c in std["counts"]:
+            reasons = ", ".join(f"{k} {v}" for k, v in c["reasons"].items()) or "-"
+            t.add_row(c["dataset"], str(c["raw_rows"]), str(c["standardized"]), str(c["quarantined"]), reasons)
+        console.print(t)
+    pubs = ret.get("publish") or []
+    if pubs:
+        t = Table(title="Published products")
+        for col in ("product", "version", "rows", "path"):
+            t.add_column(col)
+        for p in pubs:
+            t.add_row(p["product"], f"v={p['version']}", str(p["rows"]), str(lake.current_link(p["product"])))
+        console.print(t)
+    for task_id in ("gate_standardized", "gate_shared"):
+        g = ret.get(task_id)
+        if g:
+            console.print(f"{task_id}: {'passed' if g['success'] else 'FAILED'} — report {g['report']}; "
+                          f"Data Docs {g['docs']}")
+    bad = {t: s for t, s in tr["tasks"].items() if s not in ("success", "skipped")}
+    if bad:
+        console.print(f"[red]transform_shared did not finish: {bad}[/red]")
+    if (lake.catalog_root / "index.html").exists():
+        console.print(f"catalog (共享目录): {lake.catalog_root / 'index.html'}")
+    docs = lake.meta_root / "dbt" / "target" / "index.html"
+    if docs.exists():
+        console.print(f"dbt docs: {docs}")
 
 
 def _log_path() -> Path:
