@@ -73,6 +73,7 @@ TIMELINE_END = dt.date(2030, 12, 31).toordinal()
 REGISTRY_START = dt.date(1990, 1, 1).toordinal()  # marriage registry digitised from here
 BIRTH_CERT_START = dt.date(2020, 1, 1).toordinal()  # birth-certificate system from here
 HOUSEHOLD_SYSTEM_START = dt.date(1985, 1, 1).toordinal()
+_SI_START = dt.date(1995, 1, 1).toordinal()  # social insurance records kept from here
 COMPANY_START = dt.date(1985, 1, 1).toordinal()
 YEAR = 365.2425
 MISMATCH_SHARE = 0.08  # of people with registry events: household status deliberately disagrees
@@ -154,6 +155,11 @@ _BAD_DAYS = [(2, 30), (2, 31), (4, 31), (6, 31), (9, 31), (11, 31), (13, 1), (0,
 def _bad_ymd(r: random.Random, year: int) -> tuple[int, int, int]:
     m, d = r.choice(_BAD_DAYS)
     return year, m, d
+
+
+def _pick(r: random.Random, seq):
+    """r.choice without its rejection sampling (a third of the cost; plenty uniform here)."""
+    return seq[int(r.random() * len(seq))]
 
 
 def _pick_fault(r: random.Random, table, f: float) -> str | None:
@@ -348,10 +354,10 @@ def _person_name(r: random.Random, male: bool, eth: str, rare: bool) -> tuple[st
     if rare:
         given = r.choice(D.RARE_CHARS)
     elif r.random() < 0.4:
-        given = r.choice(D.GIVEN_MALE if male else D.GIVEN_FEMALE)
+        given = _pick(r, D.GIVEN_MALE if male else D.GIVEN_FEMALE)
     else:
         pool = D.GIVEN_MALE_1 if male else D.GIVEN_FEMALE_1
-        given = r.choice(pool) + r.choice(pool)
+        given = _pick(r, pool) + _pick(r, pool)
     return surname + given, given
 
 
@@ -387,12 +393,12 @@ def _people_chunk(seed: int, c: int, n: int, overrides: dict[int, int]) -> list[
         p.eth_text = "" if u < 0.005 else ename if u < 0.055 else ename + "族"
         p.name, p.given = _person_name(r, p.male, D.ETH_CODES[p.eth], r.random() < 0.002)
         if r.random() < 0.9:
-            p.phone = r.choice(D.MOBILE_PREFIXES) + f"{r.randrange(10**8):08d}"
+            p.phone = _pick(r, D.MOBILE_PREFIXES) + f"{int(r.random() * 10**8):08d}"
         p.address = _address(r, div)
         if p.birth >= HOUSEHOLD_SYSTEM_START:
-            p.reg = p.birth + r.randint(1, 60)
+            p.reg = p.birth + 1 + int(r.random() * 60)
         else:
-            p.reg = HOUSEHOLD_SYSTEM_START + r.randint(0, 8 * 365)
+            p.reg = HOUSEHOLD_SYSTEM_START + int(r.random() * 8 * 365)
         p.u_status = r.random()
         p.u_single = r.random()
         p.mismatch = r.random() < MISMATCH_SHARE
@@ -862,7 +868,7 @@ def _social(ctx: _Ctx, people: list[_Person], r: random.Random, rs: random.Rando
         insured = r.random() < 0.78
         flexible = r.random() < 0.15
         k = int(ctx.n_companies * r.random() ** 1.7)
-        start = max(_add_years(p.birth, 18), dt.date(1995, 1, 1).toordinal()) + r.randint(0, 15 * 365)
+        start = max(_add_years(p.birth, 18), _SI_START) + int(r.random() * 15 * 365)
         status = "1" if (u := r.random()) < 0.85 else "2" if u < 0.95 else "4"
         types = [t for t, pr in (("110", 0.95), ("310", 0.95), ("210", 0.0 if flexible else 0.6))
                  if r.random() < pr]
