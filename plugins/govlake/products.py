@@ -77,10 +77,14 @@ class Product:
 
 
 def model_files(dbt_dir: Path | None = None) -> list[Path]:
-    root = (Path(dbt_dir) if dbt_dir else config.dbt_project_dir()) / "models"
-    return sorted(p for p in root.rglob("*.yml") if p.is_file()) + sorted(
-        p for p in root.rglob("*.yaml") if p.is_file()
-    )
+    """dbt model YAML under models/, plus products/ for products built outside dbt (e.g.
+    department_connectivity, built by the ops DAG): same format, not parsed by dbt."""
+    base = Path(dbt_dir) if dbt_dir else config.dbt_project_dir()
+    out: list[Path] = []
+    for root in (base / "models", base / "products"):
+        out += sorted(p for p in root.rglob("*.yml") if p.is_file())
+        out += sorted(p for p in root.rglob("*.yaml") if p.is_file())
+    return out
 
 
 def _parse_file(path: Path) -> list[Product]:
