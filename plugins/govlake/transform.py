@@ -63,7 +63,7 @@ def build_standardized(lake: Lake, run_id: str) -> dict:
     from govlake.dbt import run_dbt
 
     build_dir = lake.candidate(run_id)
-    run = run_dbt(["build"], lake=lake, build_dir=build_dir, select=STANDARDIZED_SELECT)
+    run = run_dbt(["build", "--indirect-selection", "cautious"], lake=lake, build_dir=build_dir, select=STANDARDIZED_SELECT)
     q = build_dir / "standardized" / "quarantine_rows.parquet"
     if q.exists():  # the quarantine zone keeps every run's rejected rows
         dest = lake.quarantine_rows_root / f"run_id={run_id}"
@@ -76,7 +76,7 @@ def build_shared(lake: Lake, run_id: str) -> dict:
     from govlake.dbt import run_dbt
 
     build_dir = lake.candidate(run_id)
-    run = run_dbt(["build"], lake=lake, build_dir=build_dir, select=SHARED_SELECT)
+    run = run_dbt(["build", "--indirect-selection", "cautious"], lake=lake, build_dir=build_dir, select=SHARED_SELECT)
     return {"seconds": round(run.seconds, 2), "build_dir": str(build_dir)}
 
 
