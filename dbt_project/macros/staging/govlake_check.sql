@@ -193,40 +193,59 @@ standardized as (
     from valued
 ),
 
+record_checks as (
+    -- record-level cross-checks, where the record has the elements and both values are valid
+    select
+        *
+        {%- if 'id_number' in elements and 'birth_date' in elements %},
+        case when _err_id_number is null and _err_birth_date is null
+                  and {{ glx_std('gb11643_birth_date', 'id_number') }} <> birth_date
+             then 'id_number.birth_mismatch' end as _err_birth_mismatch
+        {%- endif %}
+        {%- if 'id_number' in elements and 'gender_code' in elements %},
+        case when _err_id_number is null and _err_gender_code is null
+                  and {{ glx_std('gb11643_gender_code', 'id_number') }} <> gender_code
+             then 'id_number.gender_mismatch' end as _err_gender_mismatch
+        {%- endif %}
+    from standardized
+),
+
 checked as (
     select
         _batch_id, _source_file, _source_sha256, _row_number, _delivery_date,
         {%- for c in cols %}
         {{ adapter.quote(c.element) }},
         {%- endfor %}
-        list_filter([
+        case
+            -- the common case first: no rule failed (one cheap test, no list built)
+            when _copy_number = 1
+            {%- for c in cols %} and {{ adapter.quote('_err_' ~ c.element) }} is null{% endfor %}
+            {%- if 'id_number' in elements and 'birth_date' in elements %} and _err_birth_mismatch is null{% endif %}
+            {%- if 'id_number' in elements and 'gender_code' in elements %} and _err_gender_mismatch is null{% endif %}
+            then []
+            else list_filter([
             {%- for c in cols %}
-            {'rule': {{ adapter.quote('_err_' ~ c.element) }}, 'col': {{ glx_sql_string(c.name) }},
-             'val': {{ adapter.quote('_raw_' ~ c.element) }}, 'detail': cast(null as varchar)},
+                {'rule': {{ adapter.quote('_err_' ~ c.element) }}, 'col': {{ glx_sql_string(c.name) }},
+                 'val': {{ adapter.quote('_raw_' ~ c.element) }}, 'detail': cast(null as varchar)},
             {%- endfor %}
             {%- if 'id_number' in elements and 'birth_date' in elements %}
-            {%- set bc = cols[elements.index('birth_date')] %}
-            {'rule': case when _err_id_number is null and _err_birth_date is null
-                           and {{ glx_std('gb11643_birth_date', 'id_number') }} <> birth_date
-                          then 'id_number.birth_mismatch' end,
-             'col': {{ glx_sql_string(bc.name) }}, 'val': _raw_birth_date,
-             'detail': 'ID number ' || coalesce(id_number, '') || ' gives birth date '
-                       || coalesce(cast({{ glx_std('gb11643_birth_date', 'id_number') }} as varchar), '')},
+                {'rule': _err_birth_mismatch,
+                 'col': {{ glx_sql_string(cols[elements.index('birth_date')].name) }}, 'val': _raw_birth_date,
+                 'detail': 'ID number ' || coalesce(id_number, '') || ' gives birth date '
+                           || coalesce(cast({{ glx_std('gb11643_birth_date', 'id_number') }} as varchar), '')},
             {%- endif %}
             {%- if 'id_number' in elements and 'gender_code' in elements %}
-            {%- set gc = cols[elements.index('gender_code')] %}
-            {'rule': case when _err_id_number is null and _err_gender_code is null
-                           and {{ glx_std('gb11643_gender_code', 'id_number') }} <> gender_code
-                          then 'id_number.gender_mismatch' end,
-             'col': {{ glx_sql_string(gc.name) }}, 'val': _raw_gender_code,
-             'detail': 'ID number ' || coalesce(id_number, '') || ' gives gender code '
-                       || coalesce({{ glx_std('gb11643_gender_code', 'id_number') }}, '')},
+                {'rule': _err_gender_mismatch,
+                 'col': {{ glx_sql_string(cols[elements.index('gender_code')].name) }}, 'val': _raw_gender_code,
+                 'detail': 'ID number ' || coalesce(id_number, '') || ' gives gender code '
+                           || coalesce({{ glx_std('gb11643_gender_code', 'id_number') }}, '')},
             {%- endif %}
-            {'rule': case when _copy_number > 1 then 'row.duplicate' end,
-             'col': cast(null as varchar), 'val': cast(null as varchar),
-             'detail': 'exact copy of row ' || _first_row_number || ' of the same file'}
-        ], lambda e: e.rule is not null) as _errors
-    from standardized
+                {'rule': case when _copy_number > 1 then 'row.duplicate' end,
+                 'col': cast(null as varchar), 'val': cast(null as varchar),
+                 'detail': 'exact copy of row ' || _first_row_number || ' of the same file'}
+            ], lambda e: e.rule is not null)
+        end as _errors
+    from record_checks
 )
 
 select * from checked
