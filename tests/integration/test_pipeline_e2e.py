@@ -1,0 +1,179 @@
+"""The whole chain through Airflow on generated data with ground truth:
+extract -> dbt standardized -> gate -> dbt shared -> gate -> publish.
+
+Checks what a data engineer would: standardized values equal the truth, every invalid row is
+quarantined with the right reason, marriage_household_check equals the truth exactly, row
+conservation per feed and batch, and a failing gate never publishes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+
+import duckdb
+import pytest
+
+from govlake import audit, generate, metadata, runner, transform
+from govlake.storage import Lake
+
+pytestmark = pytest.mark.integration
+DATE = "2026-11-24"
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory, airflow_env):
+    base = tmp_path_factory.mktemp("pipeline")
+    root, truth = base / "lake", base / "truth"
+    old = os.environ.get("GOVLAKE_LAKE_ROOT")
+    os.environ["GOVLAKE_LAKE_ROOT"] = str(root)
+    lake = Lake(root).ensure()
+    generate.generate(lake, people=800, date=DATE, seed=11, truth_dir=truth, progress=False)
+    results = runner.run_pipeline(DATE, progress=False)
+    yield lake, truth, results
+    if old is None:
+        os.environ.pop("GOVLAKE_LAKE_ROOT", None)
+    else:
+        os.environ["GOVLAKE_LAKE_ROOT"] = old
+
+
+def _transform(results):
+    tr = next(r for r in results if r["dag_id"] == "transform_shared")
+    return tr, transform.run_id_for(tr["run_id"])
+
+
+def test_every_dag_succeeded(pipeline):
+    _, _, results = pipeline
+    assert [r["dag_id"] for r in results][-1] == "transform_shared"
+    for r in results:
+        assert r["state"] == "success", (r["dag_id"], r["tasks"])
+
+
+def test_standardized_values_equal_truth(pipeline):
+    lake, truth, results = pipeline
+    _, run_id = _transform(results)
+    con = duckdb.connect()
+    for ds in metadata.datasets():
+        stg = lake.candidate(run_id) / "standardized" / f"stg_{ds.dept}__{ds.name}.parquet"
+        t = truth / ds.dept / f"{ds.name}.parquet"
+        n_valid = con.execute(f"select count(*) from '{t}' where valid").fetchone()[0]
+        n_stg = con.execute(f"select count(*) from '{stg}'").fetchone()[0]
+        assert n_valid == n_stg, f"{ds.id}: {n_valid} valid rows in truth, {n_stg} standardized"
+        for col in ds.columns:
+            e = col.element
+            bad = con.execute(
+                f"""select t._row_number, t."{e}", cast(s."{e}" as varchar)
+                    from '{t}' t left join '{stg}' s using (_source_file, _row_number)
+                    where t.valid and coalesce(t."{e}", '<null>') <> coalesce(cast(s."{e}" as varchar), '<null>')
+                    order by 1 limit 5""").fetchall()
+            assert not bad, f"{ds.id}.{e} (from {col.name}): (row, truth, standardized) {bad}"
+
+
+def test_invalid_rows_quarantined_with_the_right_reason(pipeline):
+    lake, truth, results = pipeline
+    _, run_id = _transform(results)
+    q = lake.candidate(run_id) / "standardized" / "quarantine_rows.parquet"
+    con = duckdb.connect()
+    total = 0
+    for ds in metadata.datasets():
+        t = truth / ds.dept / f"{ds.name}.parquet"
+        expected = dict(((f, r), reason) for f, r, reason in con.execute(
+            f"select _source_file, _row_number, reason from '{t}' where not valid").fetchall())
+        got: dict = {}
+        for f, r, rule, column, value, message in con.execute(
+                f"select _source_file, _row_number, rule, \"column\", original_value, message from '{q}' "
+                f"where dept = ? and dataset = ?", [ds.dept, ds.name]).fetchall():
+            got.setdefault((f, r), set()).add(rule)
+            assert f in message and str(r) in message and rule in message, message
+        assert set(got) == set(expected), (
+            f"{ds.id}: quarantined but valid in truth {sorted(set(got) - set(expected))[:5]}; "
+            f"invalid in truth but not quarantined {sorted(set(expected) - set(got))[:5]}")
+        wrong = {k: (expected[k], sorted(got[k])) for k in expected if expected[k] not in got[k]}
+        assert not wrong, f"{ds.id}: (truth reason, quarantine rules) {list(wrong.items())[:5]}"
+        total += len(expected)
+    assert total > 0, "the generated data should contain invalid rows"
+
+
+def test_row_conservation_per_feed_and_batch(pipeline):
+    lake, _, results = pipeline
+    _, run_id = _transform(results)
+    build = lake.candidate(run_id) / "standardized"
+    con = duckdb.connect()
+    for ds in metadata.datasets():
+        rows = con.execute(f"""
+            with raw as (select _batch_id, count(*) n from read_parquet('{lake.raw_glob(ds.dept, ds.name)}') group by 1),
+                 stg as (select _batch_id, count(*) n from '{build / f"stg_{ds.dept}__{ds.name}.parquet"}' group by 1),
+                 q as (select _batch_id, count(distinct _row_number) n from '{build / "quarantine_rows.parquet"}'
+                       where dept = '{ds.dept}' and dataset = '{ds.name}' group by 1)
+            select raw._batch_id, raw.n, coalesce(stg.n, 0), coalesce(q.n, 0)
+            from raw left join stg using (_batch_id) left join q using (_batch_id)""").fetchall()
+        assert rows
+        for batch, raw_n, stg_n, q_n in rows:
+            assert raw_n == stg_n + q_n, f"{ds.id} batch {batch}: raw {raw_n} != standardized {stg_n} + quarantined {q_n}"
+
+
+def test_marriage_household_check_equals_truth(pipeline):
+    lake, truth, _ = pipeline
+    con = duckdb.connect()
+    cur = lake.current_dir("marriage_household_check")
+    got = set(con.execute(f"select id_number, household_status_code, derived_status_code "
+                          f"from read_parquet('{cur}/*.parquet')").fetchall())
+    want = set(con.execute(f"select id_number, household_status_code, derived_status_code "
+                           f"from '{truth / 'marriage_household_check.parquet'}'").fetchall())
+    assert want, "the generator should plant disagreements"
+    assert got == want, f"missing {sorted(want - got)[:5]}, unexpected {sorted(got - want)[:5]}"
+
+
+def test_products_published_audited_and_catalogued(pipeline):
+    lake, _, _ = pipeline
+    for product in ("population_base", "legal_entity_base", "marriage_household_check"):
+        assert lake.current_version(product) == 1, product
+        m = lake.manifest(product)
+        assert m["row_count"] > 0 and m["gate"]["success"] is True and m["inputs"]
+    kinds = [e["kind"] for e in audit.entries(lake)]
+    assert kinds.count("publication") == 3
+    assert audit.verify(lake).ok
+    cat = json.loads((lake.catalog_root / "catalog.json").read_text("utf-8"))
+    assert "population_base" in json.dumps(cat, ensure_ascii=False)
+
+
+def test_failed_shared_gate_publishes_nothing(pipeline):
+    """A marriage event dated in the future passes staging but fails the shared suite
+    (latest_event_date <= today): the gate task fails naming the product, suite and
+    expectation; current stays at v=1; the candidate and the report are kept."""
+    lake, _, _ = pipeline
+    con = duckdb.connect()
+    pb = lake.current_dir("population_base")
+    single = con.execute(f"""select id_number, name, gender_code from read_parquet('{pb}/*.parquet')
+                             where in_household_registration and marital_status_code = '10'
+                             order by id_number""").fetchall()
+    man = next(p for p in single if p[2] == "1")
+    woman = next(p for p in single if p[2] == "2")
+    ds = metadata.dataset("civil_affairs.marriage_registration")
+    row = {"登记类型": "结婚", "登记日期": "2031年1月1日", "男方身份证号": man[0], "男方姓名": man[1],
+           "女方身份证号": woman[0], "女方姓名": woman[1], "登记机关": "测试婚姻登记处", "证书编号": "J-FUTURE-0001"}
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(ds.column_names)
+    w.writerow([row[c] for c in ds.column_names])
+    d = lake.landing(ds.dept, ds.name, "2026-11-25")
+    d.mkdir(parents=True)
+    (d / "marriage_registration_20261125.csv").write_bytes(buf.getvalue().encode("utf-8-sig"))
+
+    results = runner.run_pipeline("2026-11-25", progress=False)
+    tr, run_id = _transform(results)
+    assert tr["state"] == "failed"
+    assert tr["tasks"]["gate_shared"] == "failed" and tr["tasks"]["publish"] == "upstream_failed"
+    for product in ("population_base", "legal_entity_base", "marriage_household_check"):
+        assert lake.current_version(product) == 1 and lake.versions(product) == [1]
+    assert (lake.candidate(run_id) / "shared" / "marriage_household_check.parquet").exists()
+    report = lake.report_dir(run_id, "shared")
+    assert (report / "report.html").exists() and (report / "data_docs" / "index.html").exists()
+    summary = json.loads((report / "validation.json").read_text("utf-8"))
+    text = json.dumps(summary, ensure_ascii=False)
+    assert "marriage_household_check" in text and "latest_event_date" in text
+    history = [json.loads(x) for x in (lake.meta_root / "gate_history.jsonl").read_text("utf-8").splitlines()]
+    failed = [h for h in history if h["run_id"] == run_id and not h["success"]]
+    assert [h["model"] for h in failed] == ["marriage_household_check"]
+    assert any("latest_event_date" in f for f in failed[0]["failed"])
