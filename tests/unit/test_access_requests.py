@@ -295,3 +295,33 @@ def test_cli_session(env, capsys):
     assert rc == 3 and "不予共享" in err
     rc, out, _ = run("audit", "verify")
     assert rc == 0 and "OK" in out
+
+
+def test_concurrent_decisions_one_wins(env):
+    """Two approvers deciding the same request at once: exactly one decision lands."""
+    import threading
+
+    lake = env["lake"]
+    req = ar.request(lake, ROLE, PRODUCT, PURPOSE, requester="张三")
+    results, barrier = [], threading.Barrier(2)
+
+    def decide(fn, who):
+        barrier.wait()
+        try:
+            fn(lake, req.id, who, "民政", reason=f"{who} decides")
+            results.append(("ok", fn.__name__))
+        except ar.InvalidState:
+            results.append(("late", fn.__name__))
+
+    ts = [threading.Thread(target=decide, args=(ar.approve, "李秀英")),
+          threading.Thread(target=decide, args=(ar.reject, "周民政"))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert sorted(r[0] for r in results) == ["late", "ok"], results
+    winner = next(r[1] for r in results if r[0] == "ok")
+    final = ar.get_request(lake, req.id)
+    assert final.status == {"approve": "approved", "reject": "rejected"}[winner]
+    assert len(ar.list_grants(lake)) == (1 if winner == "approve" else 0)
+    assert audit.verify(lake).ok

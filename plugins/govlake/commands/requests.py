@@ -129,7 +129,7 @@ def _list(args) -> int:
                 return 0
             t = Table(title="access grants")
             for c in ("grant", "request", "role", "product", "purpose", "columns", "by", "expires", "state"):
-                t.add_column(c)
+                t.add_column(c, overflow="fold")
             for g in rows:
                 st = g.state()
                 note = f"{st}: {g.revoke_reason}" if st == "revoked" else st
@@ -149,7 +149,7 @@ def _list(args) -> int:
     t = Table(title="access requests" + (" (pending)" if args.pending else ""))
     for c in ("id", "role", "product", "owner", "purpose", "columns", "requester", "requested", "status",
               "decision", "grant"):
-        t.add_column(c)
+        t.add_column(c, overflow="fold")
     for r in rows:
         g = grants.get(r.grant_id) if r.grant_id is not None else None
         decision = f"{r.decided_by or ''}{' (' + r.decided_department + ')' if r.decided_department else ''}" \
