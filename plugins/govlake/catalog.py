@@ -219,3 +219,14 @@ def build(lake: Lake | None = None, dbt_dir: Path | None = None) -> Path:
     index = root / "index.html"
     atomic_write_text(index, render_html(data))
     return index
+
+
+def build_site(lake: Lake | None = None) -> Path:
+    """Regenerate the whole catalog site after a publication: catalog pages and the operations
+    dashboard (linked both ways). Returns the catalog index."""
+    from govlake import dashboard
+
+    lake = lake or Lake.default()
+    index = build(lake)
+    dashboard.build(lake)
+    return index

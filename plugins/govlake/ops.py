@@ -732,5 +732,8 @@ def publish_connectivity_task(lake: Lake, run_id: str, candidate: Path | str,
     pub = publish.gate_and_publish(lake, PRODUCT, candidate, run_id=run_id,
                                    inputs=connectivity_inputs(lake, now), gate_result=g)
     audit.record_publication(lake, pub.record)
+    from govlake import catalog
+
+    catalog.build_site(lake)
     return {"product": PRODUCT, "version": int(pub), "path": pub.record["path"],
             "row_count": pub.record["row_count"], "report": str(g.report_path)}

@@ -171,7 +171,7 @@ def publish_layer(lake: Lake, run_id: str) -> list[dict]:
         audit.record_publication(lake, pub.record)
         published.append({"product": product, "version": int(pub), "rows": pub.record["row_count"]})
         log.info("published %s v=%s (%s rows)", product, int(pub), pub.record["row_count"])
-    catalog.build(lake)
+    catalog.build_site(lake)
     return published
 
 
