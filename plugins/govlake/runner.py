@@ -142,11 +142,27 @@ def run_pipeline(date: str | None = None, only: list[str] | None = None, log_fil
 
     console = Console(stderr=True, quiet=not progress)
     for dag_id in order:
+        if dag_id == "transform_shared" and not _transform_needed(results):
+            console.print("  transform_shared: not run — no new deliveries and every product is published "
+                          "(data-aware schedule: it runs when a raw Asset changes)")
+            continue
         with console.status(f"running {dag_id} through Airflow …"):
             res = run_dag(dags[dag_id], logical, log_file)
         console.print(f"  {dag_id}: {res['state']} in {res['seconds']} s")
         results.append(res)
     return results
+
+
+def _transform_needed(extract_results: list[dict]) -> bool:
+    """Like Airflow's data-aware schedule: run the transform only when an extraction landed new
+    batches (a raw Asset event), or when a product has never been published."""
+    from govlake import transform
+    from govlake.storage import Lake
+
+    new = any(s.get("new_batches") for r in extract_results for s in r["summaries"].values())
+    lake = Lake.default()
+    unpublished = any(lake.current_version(p) is None for p in transform.shared_products())
+    return new or unpublished
 
 
 def print_summary(results: list[dict], log_file: Path | None) -> None:
@@ -246,6 +262,16 @@ def cli_demo(args) -> int:
     print(f"generated {args.people} people's deliveries for {args.date} in {time.monotonic() - t0:.1f} s "
           f"under {lake.landing_root}")
     logging.getLogger().setLevel(logging.WARNING)
+    from govlake import masking
+
+    key = masking.ensure_local_key()
     rc = cli_run(type("A", (), {"date": args.date, "only": None})())
     print(f"demo finished in {time.monotonic() - t0:.1f} s")
+    print(f"join-token key (local, not committed): {key}")
+    print("try, as an analyst (masked per role, audited):")
+    print('  .venv/bin/govlake query --role ga_population_analyst --purpose 人口信息核查 '
+          '"select * from marriage_household_check limit 5"')
+    print('  .venv/bin/govlake query --role tj_public_statistics --purpose 人口统计分析 '
+          '"select division_code, count(*) as people from population_base group by 1 order by 2 desc limit 5"')
+    print("  .venv/bin/govlake catalog ; .venv/bin/govlake status ; .venv/bin/govlake audit verify")
     return rc
