@@ -29,7 +29,7 @@ test-all: venv
 	@eval "$$($(BIN)/govlake env)" && $(BIN)/python -m pytest tests -m ''
 
 airflow: venv
-	@eval "$$($(BIN)/govlake env)" && $(BIN)/govlake airflow-init && \
+	@export PATH="$(abspath $(BIN)):$$PATH" && eval "$$($(BIN)/govlake env)" && $(BIN)/govlake airflow-init && \
 	  echo ">> Airflow UI on http://localhost:8080 — login: admin, password in $$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated" && \
 	  $(BIN)/airflow standalone
 
