@@ -152,6 +152,7 @@ def build_transform_dag():
         "4. `gate_shared` — suites in `expectations/shared/`.",
         "5. `publish` — each product becomes `published/<product>/v=<n>/`, `current` switches atomically, "
         "the publication is audited and the catalog rebuilt.",
+        "6. `dbt_docs` — dbt's lineage and model docs as `catalog/dbt_docs.html` (offline).",
         "",
         "A red gate task means data failed its checks: nothing was published, the current version stays, "
         "the candidate (`candidate/<run>/`) and the report (`reports/<run>/`) are kept. "
@@ -193,5 +194,10 @@ def build_transform_dag():
         def publish(**context):
             return transform.publish_layer(Lake.default(), _run_id(context))
 
-        dbt_build_standardized() >> gate_standardized() >> dbt_build_shared() >> gate_shared() >> publish()
+        @task(task_id="dbt_docs", pool=DUCKDB_POOL)
+        def dbt_docs(**context):
+            return transform.build_docs(Lake.default(), _run_id(context))
+
+        (dbt_build_standardized() >> gate_standardized() >> dbt_build_shared() >> gate_shared() >> publish()
+         >> dbt_docs())
     return dag

@@ -229,7 +229,7 @@ def _print_transform(console, tr: dict, lake) -> None:
         console.print(f"[red]transform_shared did not finish: {bad}[/red]")
     if (lake.catalog_root / "index.html").exists():
         console.print(f"catalog (共享目录): {lake.catalog_root / 'index.html'}")
-    docs = lake.meta_root / "dbt" / "target" / "index.html"
+    docs = lake.catalog_root / "dbt_docs.html"
     if docs.exists():
         console.print(f"dbt docs: {docs}")
 

@@ -59,11 +59,22 @@ def _gate_pickle(lake: Lake, run_id: str, layer: str) -> Path:
 
 
 # ------------------------------------------------------------------------------ dbt steps
-def build_standardized(lake: Lake, run_id: str) -> dict:
+GATED_TABLE = "main.govlake_gated_batches"  # also in macros/staging/govlake_metadata.sql
+
+
+def build_standardized(lake: Lake, run_id: str, *, full_refresh: bool = False) -> dict:
+    """Standardize the raw batches not standardized yet (docs/adr/0008): the chk_ tables are
+    incremental per batch; this run's stg_*/quarantine_rows files hold the batches that have
+    not passed the standardized gate yet. ``full_refresh`` recomputes every batch (needed after
+    a change to the standards macros, the value maps or the source metadata)."""
     from govlake.dbt import run_dbt
 
     build_dir = lake.candidate(run_id)
-    run = run_dbt(["build", "--indirect-selection", "cautious"], lake=lake, build_dir=build_dir, select=STANDARDIZED_SELECT)
+    args = ["build", "--indirect-selection", "cautious"]
+    if full_refresh:
+        args.append("--full-refresh")
+        _clear_gated(lake)
+    run = run_dbt(args, lake=lake, build_dir=build_dir, select=STANDARDIZED_SELECT)
     q = build_dir / "standardized" / "quarantine_rows.parquet"
     if q.exists():  # the quarantine zone keeps every run's rejected rows
         dest = lake.quarantine_rows_root / f"run_id={run_id}"
@@ -101,8 +112,64 @@ def gate_layer(lake: Lake, run_id: str, layer: str, models: list[str], *, dag_id
     return result
 
 
+def run_batches(lake: Lake, run_id: str) -> dict[str, list[str]]:
+    """dept.dataset -> batch ids this run standardized (in its stg_ or quarantine_rows file)."""
+    from govlake.dbt import output_path
+
+    build_dir = lake.candidate(run_id)
+    con = duckdb.connect()
+    out: dict[str, set[str]] = {}
+    for ds in metadata.datasets():
+        p = output_path(build_dir, f"stg_{ds.dept}__{ds.name}")
+        if p.exists():
+            out.setdefault(ds.id, set()).update(
+                r[0] for r in con.execute(f"select distinct _batch_id from read_parquet('{p}')").fetchall())
+    q = output_path(build_dir, "quarantine_rows")
+    if q.exists():
+        for dept, dataset, b in con.execute(
+                f"select distinct dept, dataset, _batch_id from read_parquet('{q}')").fetchall():
+            out.setdefault(f"{dept}.{dataset}", set()).add(b)
+    return {k: sorted(v) for k, v in sorted(out.items()) if v}
+
+
+def _clear_gated(lake: Lake) -> None:
+    if not lake.duckdb_path.exists():
+        return
+    con = duckdb.connect(str(lake.duckdb_path))
+    try:
+        con.execute(f"delete from {GATED_TABLE}")
+    except duckdb.CatalogException:
+        pass
+    finally:
+        con.close()
+
+
+def _record_gated(lake: Lake, run_id: str, batches: dict[str, list[str]]) -> None:
+    con = duckdb.connect(str(lake.duckdb_path))
+    try:
+        con.execute(f"create table if not exists {GATED_TABLE} (dept varchar, dataset varchar, batch_id varchar, "
+                    "run_id varchar, gated_at timestamp)")
+        rows = [(fid.split(".")[0], fid.split(".")[1], b, run_id) for fid, bs in batches.items() for b in bs]
+        if rows:
+            con.executemany(f"insert into {GATED_TABLE} values (?, ?, ?, ?, current_timestamp)", rows)
+    finally:
+        con.close()
+
+
 def gate_standardized(lake: Lake, run_id: str, **kw):
-    return gate_layer(lake, run_id, "standardized", staging_models() + ["quarantine_rows"], **kw)
+    """Validate this run's standardized outputs: the stg_ files that have rows (feeds with no
+    new batch have none: nothing new to validate) and quarantine_rows. On success the batches
+    are recorded as gated, so later runs neither rewrite nor revalidate them."""
+    from govlake.dbt import output_path
+
+    build_dir = lake.candidate(run_id)
+    batches = run_batches(lake, run_id)
+    models = [m for m, ds in zip(staging_models(), metadata.datasets())
+              if ds.id in batches and output_path(build_dir, m).exists()
+              and duckdb.connect().execute(f"select count(*) from read_parquet('{output_path(build_dir, m)}')").fetchone()[0]]
+    result = gate_layer(lake, run_id, "standardized", models + ["quarantine_rows"], **kw)
+    _record_gated(lake, run_id, batches)
+    return result
 
 
 def gate_shared(lake: Lake, run_id: str, **kw):
@@ -112,15 +179,18 @@ def gate_shared(lake: Lake, run_id: str, **kw):
 # ------------------------------------------------------------------------------ publish
 def live_inputs(lake: Lake) -> list[dict]:
     """The deliveries the current build reads: snapshot feeds -> latest delivery date's live
-    batches; incremental feeds -> every live batch (superseded batches excluded)."""
+    batches plus change files (``.delta.``) delivered on or after it; incremental feeds -> every
+    live batch (superseded batches excluded). Same rule as macros/staging/govlake_dedup.sql."""
     out = []
     entries = Ledger(lake).all()
     for ds in metadata.datasets():
         live = [e for e in entries if e.dept == ds.dept and e.dataset == ds.name
                 and e.status == "ingested" and not e.superseded_by]
         if ds.delivery == "snapshot" and live:
-            latest = max(e.delivery_date for e in live)
-            live = [e for e in live if e.delivery_date == latest]
+            full = [e for e in live if ".delta." not in e.source_file]
+            latest = max((e.delivery_date for e in full), default="")
+            live = [e for e in live if (e.delivery_date == latest and ".delta." not in e.source_file)
+                    or (e.delivery_date >= latest and ".delta." in e.source_file)]
         out += [{"dept": e.dept, "dataset": e.dataset, "batch_id": e.batch_id, "delivery_date": e.delivery_date,
                  "source_file": e.source_file, "sha256": e.sha256, "rows": e.rows} for e in live]
     return out
@@ -175,17 +245,33 @@ def publish_layer(lake: Lake, run_id: str) -> list[dict]:
     return published
 
 
+def build_docs(lake: Lake, run_id: str) -> str:
+    """dbt docs (lineage graph, model and column docs) as one self-contained page in the catalog
+    folder: ``<lake>/catalog/dbt_docs.html`` (``dbt docs generate --static``, works offline)."""
+    from govlake.dbt import run_dbt
+
+    run_dbt(["docs", "generate", "--static"], lake=lake, build_dir=lake.candidate(run_id))
+    src = lake.meta_root / "dbt" / "target" / "static_index.html"
+    dest = lake.catalog_root / "dbt_docs.html"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dest)
+    return str(dest)
+
+
 # ------------------------------------------------------------------------------ reporting
 def feed_counts(lake: Lake, run_id: str) -> list[dict]:
-    """Per feed: raw rows in, standardized rows, quarantined rows by rule (this run)."""
+    """Per feed: raw rows in, standardized rows, quarantined rows by rule, over the batches this
+    run standardized (every batch on a first build; only new ones afterwards)."""
     build = lake.candidate(run_id) / "standardized"
     con = duckdb.connect()
     out = []
     qfile = build / "quarantine_rows.parquet"
+    batches = run_batches(lake, run_id)
     for ds in metadata.datasets():
         raw_n = 0
-        if list(lake.raw(ds.dept, ds.name).glob("*/*.parquet")):
-            raw_n = con.execute(f"select count(*) from read_parquet('{lake.raw_glob(ds.dept, ds.name)}')").fetchone()[0]
+        files = [str(f) for b in batches.get(ds.id, []) for f in sorted(lake.raw_batch(ds.dept, ds.name, b).glob("*.parquet"))]
+        if files:
+            raw_n = con.execute("select sum(num_rows) from parquet_file_metadata(?)", [files]).fetchone()[0]
         stg = build / f"stg_{ds.dept}__{ds.name}.parquet"
         stg_n = con.execute(f"select count(*) from read_parquet('{stg}')").fetchone()[0] if stg.exists() else 0
         reasons = {}
