@@ -100,5 +100,5 @@ class MacroProject:
 
     def seed(self) -> list[str]:
         """``dbt seed --full-refresh``; returns the loaded seed names."""
-        res = run_dbt(["seed", "--full-refresh", *self._common()])
+        res = run_dbt(["--quiet", "seed", "--full-refresh", *self._common()])
         return [r.node.name for r in res.results]

@@ -5,7 +5,7 @@
                                       of standards.md §1 "Validation order":
         id_number.format              not 15 digits and not ^\d{17}[\dX]$ (e.g. 1.10105E+17)
         id_number.legacy_centenarian  15-digit with sequence 996-999: flagged, not upgraded ([?] rule)
-        id_number.birth_date          YYYYMMDD is not a real date, or is after today
+        id_number.birth_date          YYYYMMDD is not a real date (year >= 1000), or is after today
         id_number.province            2-digit prefix not one of the 34 GB/T 2260 provinces or 83
                                       (residence permits 81/82/83; 91 "国外" is not accepted)
         id_number.check_digit         ISO 7064 MOD 11-2 check character differs
@@ -48,7 +48,7 @@ list_transform([nullif(upper(replace({{ govlake_halfwidth('cast(' ~ expr ~ ' as 
           when _gl_id_s is null then null
           when _gl_id_b is null then 'id_number.format'
           when length(_gl_id_s) = 15 and substr(_gl_id_s, 13, 3) >= '996' then 'id_number.legacy_centenarian'
-          when coalesce(try_cast(substr(_gl_id_b, 7, 4) || '-' || substr(_gl_id_b, 11, 2) || '-' || substr(_gl_id_b, 13, 2) as date) > current_date, true)
+          when substr(_gl_id_b, 7, 1) = '0' or coalesce(try_cast(substr(_gl_id_b, 7, 4) || '-' || substr(_gl_id_b, 11, 2) || '-' || substr(_gl_id_b, 13, 2) as date) > current_date, true)
             then 'id_number.birth_date'
           when substr(_gl_id_b, 1, 2) not in {{ gb11643_province_prefixes() }} then 'id_number.province'
           when length(_gl_id_s) = 18 and substr(_gl_id_s, 18, 1) <> _gl_id_c then 'id_number.check_digit'
