@@ -41,6 +41,7 @@ EXPRS = {
     "id_err": "gb11643_id_number_error('v')",
     "id_birth": "gb11643_birth_date(gb11643_id_number('v'))",
     "id_gender": "gb11643_gender_code(gb11643_id_number('v'))",
+    "id_checked": "gb11643_id_number_checked('v')",
     "uscc_std": "gb32100_uscc('v')",
     "uscc_err": "gb32100_uscc_error('v')",
     "date_std": "std_date('v')",
@@ -292,6 +293,7 @@ def test_value_maps_per_source(run):
 ])
 def test_id_number_spec_examples(run, value, std, err, birth, gender):
     assert run([value], "id_std", "id_err", "id_birth", "id_gender") == [(std, err, birth, gender)]
+    assert run([value], "id_checked") == [({"std": std, "err": err},)]
 
 
 @BATCH

@@ -79,3 +79,9 @@ try_cast(substr({{ std_id_expr }}, 7, 4) || '-' || substr({{ std_id_expr }}, 11,
 {% macro gb11643_gender_code(std_id_expr) -%}
 case when regexp_full_match(substr({{ std_id_expr }}, 17, 1), '[0-9]') then case when cast(substr({{ std_id_expr }}, 17, 1) as integer) % 2 = 1 then '1' else '2' end end
 {%- endmacro %}
+
+{#- GB 11643 §1 in one pass: struct {std, err}. Use (x).std / (x).err from one column when both
+    are needed at scale: the two macros above each evaluate the whole rule set. -#}
+{% macro gb11643_id_number_checked(expr) -%}
+{{ _gb11643_eval(expr) }}
+{%- endmacro %}

@@ -46,3 +46,8 @@ list_transform([upper({{ govlake_clean(expr) }})], lambda _gl_us_s:
 {% macro gb32100_uscc_error(expr) -%}
 ({{ _gb32100_eval(expr) }}).err
 {%- endmacro %}
+
+{#- GB 32100 §2 in one pass: struct {std, err} (see gb11643_id_number_checked). -#}
+{% macro gb32100_uscc_checked(expr) -%}
+{{ _gb32100_eval(expr) }}
+{%- endmacro %}
