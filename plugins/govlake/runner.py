@@ -136,7 +136,9 @@ def run_pipeline(date: str | None = None, only: list[str] | None = None, log_fil
     extract_ids = sorted(d for d in dags if d.startswith("extract_"))
     if only:
         extract_ids = [d for d in extract_ids if d.removeprefix("extract_") in only]
-    order = extract_ids + [d for d in ("transform_shared",) if d in dags and not only]
+    # extraction, then the transform (data-aware), then the operations monitor (freshness,
+    # 互联互通率, alerts; publishes department_connectivity)
+    order = extract_ids + [d for d in ("transform_shared", "ops_monitor") if d in dags and not only]
     results = []
     from rich.console import Console
 
