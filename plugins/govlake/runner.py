@@ -194,6 +194,14 @@ def print_summary(results: list[dict], log_file: Path | None) -> None:
     tr = next((r for r in results if r["dag_id"] == "transform_shared"), None)
     if tr:
         _print_transform(console, tr, lake)
+    if any(r["dag_id"] == "ops_monitor" for r in results):
+        from govlake import ops
+
+        c = ops.compute(lake)
+        console.print(f"互联互通率 (connectivity rate): {c.rate:.1%} — {c.on_time_departments} of "
+                      f"{c.registered_departments} departments on time (details: govlake status)")
+        if (lake.catalog_root / "dashboard.html").exists():
+            console.print(f"dashboard: {lake.catalog_root / 'dashboard.html'}")
     console.print(f"raw Parquet: {lake.raw_root}")
     console.print(f"quarantine:  {lake.quarantine_root}")
     if log_file:
