@@ -4,14 +4,25 @@
   - Batches the delivery ledger marks `superseded_by` (a corrected file replaced them) are ignored.
   - snapshot feeds (meta delivery: snapshot): only the rows of the latest delivery date among the
     feed's live batches (a later snapshot replaces an earlier one entirely).
+    A snapshot feed may also receive change files (file name containing `.delta.`, e.g.
+    household_registration_20261121.delta.csv): new or changed rows only. They apply on top of
+    the latest full snapshot when delivered on or after its date (docs/adr/0008): the
+    latest date is taken over full snapshots only, and change files rank above the snapshot
+    of the same date.
   - incremental feeds: the union of all live batches.
   - then one row per key (meta `key`, in data-element names), keeping the latest delivery;
     ties broken by batch id, source file and row number (all descending: the last delivered wins),
     so the result does not depend on read order.
   The latest date is taken over every raw row of the feed (chk_ model), so a delivery whose rows
-  were all quarantined still replaces the previous snapshot.
+  were all quarantined still replaces the previous snapshot. Valid rows are read from chk_ (all
+  batches, standardized once each), not from stg_ (the run's not-yet-gated batches only).
 -#}
+{% macro glx_is_change_file(source_file_col) -%}
+  ({{ source_file_col }} like '%.delta.%')
+{%- endmacro %}
+
 {% macro govlake_dedup(dept, dataset) %}
+  {#- depends on stg_ (so the shared build follows the standardized one) but reads chk_ -#}
   {%- set stg = ref(glx_stg_name(dept, dataset)) -%}
   {%- set chk = ref(glx_chk_name(dept, dataset)) -%}
   {%- set superseded = ref('int_superseded_batches') -%}
@@ -29,11 +40,16 @@
     {{- exceptions.raise_compiler_error("govlake: " ~ dept ~ "." ~ dataset ~ " meta delivery must be snapshot or incremental, not " ~ delivery) -}}
   {%- endif %}
 with live as (
-    select s.*
-    from {{ stg }} as s
+    select
+        {%- for e in elements %}
+        s.{{ adapter.quote(e) }},
+        {%- endfor %}
+        s._batch_id, s._source_file, s._source_sha256, s._row_number, s._delivery_date
+    from {{ chk }} as s
     anti join {{ superseded }} as x
         on x.dept = {{ glx_sql_string(dept) }} and x.dataset = {{ glx_sql_string(dataset) }}
        and x.batch_id = s._batch_id
+    where len(s._errors) = 0
 ),
 {%- if delivery == 'snapshot' %}
 latest_date as (
@@ -42,9 +58,12 @@ latest_date as (
     anti join {{ superseded }} as x
         on x.dept = {{ glx_sql_string(dept) }} and x.dataset = {{ glx_sql_string(dataset) }}
        and x.batch_id = c._batch_id
+    where not {{ glx_is_change_file('c._source_file') }}
 ),
 current_rows as (
-    select live.* from live, latest_date where live._delivery_date = latest_date.d
+    select live.* from live, latest_date
+    where (live._delivery_date = latest_date.d and not {{ glx_is_change_file('live._source_file') }})
+       or (live._delivery_date >= latest_date.d and {{ glx_is_change_file('live._source_file') }})
 )
 {%- else %}
 current_rows as (
@@ -56,7 +75,8 @@ from current_rows
 {%- if key %}
 qualify row_number() over (
     partition by {{ key | join(', ') }}
-    order by _delivery_date desc, _batch_id desc, _source_file desc, _row_number desc
+    order by _delivery_date desc, {{ glx_is_change_file('_source_file') }} desc,
+             _batch_id desc, _source_file desc, _row_number desc
 ) = 1
 {%- endif %}
   {%- endif -%}

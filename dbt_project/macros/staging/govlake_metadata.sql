@@ -126,3 +126,66 @@
   {%- endif -%}
   {{- return(rel) -}}
 {%- endmacro %}
+
+
+{#- ------------------------------------------------------------------ incremental standardization
+  (docs/adr/0008-incremental-processing.md)
+  chk_<feed> is an incremental table in the DuckDB file: each run appends only the raw batches
+  (raw/<dept>/<dataset>/<batch_id>/*.parquet) it does not hold yet; a batch already
+  standardized is never recomputed. Which batches passed the standardized gate is kept in
+  main.govlake_gated_batches (written by govlake.transform after a passing gate); the run's
+  layer outputs stg_* and quarantine_rows hold exactly the batches not gated yet, so a gate
+  validates only new batches and a batch whose gate failed is validated again next run. -#}
+
+{% macro glx_gated_table() -%}
+  {%- if execute -%}
+    {%- do run_query("create table if not exists main.govlake_gated_batches (dept varchar, dataset varchar, batch_id varchar, run_id varchar, gated_at timestamp)") -%}
+  {%- endif -%}
+  {{- return('main.govlake_gated_batches') -}}
+{%- endmacro %}
+
+
+{% macro glx_ungated(dept, dataset, batch_col='_batch_id') -%}
+  {#- a SQL condition: the row's batch has not passed the standardized gate yet -#}
+  {{ batch_col }} not in (select batch_id from {{ glx_gated_table() }}
+                         where dept = {{ glx_sql_string(dept) }} and dataset = {{ glx_sql_string(dataset) }})
+{%- endmacro %}
+
+
+{% macro glx_pending_raw_relation(dept, dataset, column_names) -%}
+  {#- The raw batches of a feed that chk_ does not hold yet (all of them on a first or
+      --full-refresh build): read_parquet over exactly those files. -#}
+  {%- set rel = glx_raw_relation(dept, dataset, column_names) -%}
+  {%- if not execute or not is_incremental() -%}
+    {{- return(rel) -}}
+  {%- endif -%}
+  {%- set m = modules.re.search("read_parquet\(\s*'([^']+)'", rel.external or '') -%}
+  {%- if not m -%}
+    {{- return(rel) -}}
+  {%- endif -%}
+  {%- set q -%}
+    select file from glob('{{ m.group(1) }}')
+    where split_part(file, '/', -2) not in (select distinct _batch_id from {{ this }})
+    order by file
+  {%- endset -%}
+  {%- set files = run_query(q).columns[0].values() -%}
+  {%- if files | length == 0 -%}
+    {{- return(glx_raw_relation_empty(column_names)) -}}
+  {%- endif -%}
+  {%- set quoted = [] -%}
+  {%- for f in files -%}{%- do quoted.append("'" ~ (f | replace("'", "''")) ~ "'") -%}{%- endfor -%}
+  {{- return("read_parquet([" ~ (quoted | join(', ')) ~ "], union_by_name=true)") -}}
+{%- endmacro %}
+
+
+{% macro glx_raw_relation_empty(column_names) -%}
+  {%- set empty -%}
+    (select
+      {%- for c in column_names %} cast(null as varchar) as {{ adapter.quote(c) }},{% endfor %}
+      cast(null as varchar) as _batch_id, cast(null as varchar) as _source_file,
+      cast(null as varchar) as _source_sha256, cast(null as bigint) as _row_number,
+      cast(null as timestamp) as _ingested_at, cast(null as varchar) as _delivery_date
+    where false)
+  {%- endset -%}
+  {{- return(empty) -}}
+{%- endmacro %}

@@ -1,6 +1,7 @@
 {#-
   govlake_quarantine_rows(): one row per (failed raw row × rule), across all feeds in
-  var('govlake_datasets'). Reads each chk_ model once and unnests its `_errors` list.
+  var('govlake_datasets'), for the batches not gated yet (as the stg_ models). Reads each chk_
+  model once and unnests its `_errors` list.
 -#}
 {% macro govlake_quarantine_rows() %}
   {%- set feeds = glx_datasets() -%}
@@ -29,14 +30,15 @@ from (
     select _batch_id, _source_file, _row_number, unnest(_errors) as e
     from {{ chk }}
     where len(_errors) > 0
+      and {{ glx_ungated(f.dept, f.dataset) }}
 )
   {%- endfor %}
 order by dept, dataset, _batch_id, _source_file, _row_number, rule
 {% endmacro %}
 
 
-{#- Row conservation: for every feed and batch, raw rows = staging rows + distinct quarantined
-    rows. Returns the violating (feed, batch) pairs; a dbt singular test fails on any row. -#}
+{#- Row conservation: for every feed and batch of this build (not gated yet), raw rows = staging
+    rows + distinct quarantined rows. Returns the violating (feed, batch) pairs; a dbt singular test fails on any row. -#}
 {% macro govlake_row_conservation() %}
   {%- set feeds = glx_datasets() -%}
 with raw_counts as (
@@ -45,6 +47,7 @@ with raw_counts as (
     select {{ glx_sql_string(f.dept) }} as dept, {{ glx_sql_string(f.dataset) }} as dataset,
            _batch_id, count(*) as n
     from {{ glx_raw_relation(f.dept, f.dataset, glx_dataset(f.dept, f.dataset).columns | map(attribute='name') | list if execute else []) }}
+    where {{ glx_ungated(f.dept, f.dataset) }}
     group by all
   {%- endfor %}
 ),

@@ -1,1 +1,2 @@
+{{ config(materialized='incremental', incremental_strategy='append') }}
 {{ govlake_check('civil_affairs', 'marriage_registration') }}

@@ -1,1 +1,2 @@
+{{ config(materialized='incremental', incremental_strategy='append') }}
 {{ govlake_check('public_security', 'household_registration') }}
