@@ -1,0 +1,57 @@
+"""The benchmark runs end to end at a small size (a smoke test: it works, no timing assertion).
+
+Runs ``benchmarks/run.py --people 300`` as a user would (own process), without the Airflow
+comparison (covered by tests/integration/test_pipeline_e2e.py) and with Spark only when pyspark
+is installed (it is not a govlake dependency)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_benchmark_smoke(tmp_path):
+    try:
+        import pyspark  # noqa: F401
+        spark = []
+    except ImportError:
+        spark = ["--no-spark"]
+    out = tmp_path / "bench"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--people", "300", "--out", str(out),
+         "--no-airflow", *spark],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "floor" in proc.stdout  # the floor ratio line is printed
+    res = json.loads((out / "benchmark.json").read_text(encoding="utf-8"))
+    stages = {s["stage"]: s for s in res["runs"]["govlake"]["stages"]}
+    for name in ("extract", "dbt standardized", "gate standardized", "dbt shared", "gate shared", "publish", "total"):
+        for tag in ("full", "incremental"):
+            s = stages[f"{tag}: {name}"]
+            assert s["wall_s"] > 0 and s["cpu_s"] >= 0 and s["peak_rss_mb"] > 0, s
+    # every feed was extracted, and the rows extracted are the rows the floor copied
+    feeds = [s for s in stages.values() if s.get("group") == "extract_feed" and s["stage"].startswith("full")]
+    assert len(feeds) == 6 and all(s["rows"] > 0 for s in feeds)
+    floor = res["runs"]["floor"]["stages"][0]
+    assert sum(s["rows"] for s in feeds) == floor["rows"]
+    assert res["runs"]["pandas"]["stages"][0]["rows"] == stages["full: extract public_security.household_registration"]["rows"]
+    # the next day processed only the change set (about 1 %), and published
+    inc = stages["incremental: extract"]["rows"]
+    assert 0 < inc < stages["full: extract"]["rows"] / 10
+    assert len(stages["incremental: publish"]["published"]) == 3
+    for key in ("floor ratio (govlake end-to-end / floor)", "pandas / govlake (household standardization)",
+                "gates / transform", "incremental next-day / full build"):
+        assert key in res["ratios"], key
+    if spark:
+        assert "skipped" in res["runs"]["spark"]
+    else:
+        assert res["runs"]["spark"]["stages"][0]["rows"] == res["runs"]["pandas"]["stages"][0]["rows"]
+    # --keep was not given: the work lakes are gone, the results stay
+    assert not (out / "lake").exists() and (out / "benchmark.json").exists()
