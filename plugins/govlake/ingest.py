@@ -303,8 +303,18 @@ def ingest_file(lake: Lake, ledger: Ledger, ds: Dataset, delivery_date: str, pat
     sha = sha256_file(path)
     seen = ledger.find_sha(ds.dept, ds.name, sha)
     if seen:
+        if ledger.find_sha(ds.dept, ds.name, sha, delivery_date) is None:
+            # the same bytes delivered for a new date (an unchanged snapshot): no new rows, but
+            # the ledger records the delivery so freshness knows the department delivered
+            ledger.record(Delivery(
+                batch_id=seen.batch_id, dept=ds.dept, dataset=ds.name, delivery_date=delivery_date,
+                file_name=path.name, source_file=source_file, sha256=sha, size_bytes=path.stat().st_size,
+                rows=0, status="duplicate", encoding=seen.encoding, reason=None,
+                message=f"identical to {seen.source_file} ({seen.status} as batch {seen.batch_id})",
+                supersedes=None, superseded_by=None,
+                ingested_at=dt.datetime.now(dt.timezone.utc).isoformat()))
         return FileResult(source_file, sha, "skipped", batch_id=seen.batch_id,
-                          message=f"already {seen.status} as batch {seen.batch_id}")
+                          message=f"identical to {seen.source_file}, already {seen.status} as batch {seen.batch_id}")
     batch_id = batch_id_for(delivery_date, sha)
     prev = ledger.previous_version(ds.dept, ds.name, delivery_date, path.name)
     res = FileResult(source_file, sha, "ingested", batch_id=batch_id, supersedes=prev.batch_id if prev else None)
@@ -326,8 +336,10 @@ def ingest_file(lake: Lake, ledger: Ledger, ds: Dataset, delivery_date: str, pat
             raise ParseError("format.unsupported", f"{source_file}: rule format.unsupported: format {ds.format!r}")
         res.rows = _write_batches(batches, tmp_dir, ds.column_names, batch_id=batch_id, source_file=source_file,
                                   sha=sha, ingested_at=now, delivery_date=delivery_date)
-        if res.rows == 0:
-            raise ParseError("file.empty", f"{source_file}: rule file.empty: the delivery has no data rows", row=1)
+        if res.rows == 0 and ds.delivery != "incremental":
+            # an incremental feed may have no events that day; an empty snapshot is a fault
+            raise ParseError("file.empty", f"{source_file}: rule file.empty: the snapshot delivery has no data rows",
+                             row=1)
     except enc.UndecodableError as e:
         res.status, res.reason = "quarantined", "encoding.undecodable"
         res.message = str(e).replace(str(path), source_file)

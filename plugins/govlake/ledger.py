@@ -3,9 +3,12 @@
 SQLite (``<lake>/_meta/ledger.sqlite``) so that concurrent extract tasks serialize safely;
 exported to ``<lake>/raw/_ledger.parquet`` after each change so dbt can read it.
 
-Rules: a file whose SHA-256 is already in the ledger for its dataset is skipped (no duplicate
-rows). A different file with the same name for an already-delivered date is a correction:
-it is ingested as a new batch and the ledger records that it supersedes the old batch.
+Rules: a file whose SHA-256 is already in the ledger for its dataset adds no rows. Seen again
+for the same delivery date (a re-run, a re-sent file) it is simply skipped; delivered again for
+a *new* date (an unchanged snapshot) it is recorded once with status ``duplicate`` pointing at
+the original batch, so freshness sees that the department delivered on time. A different file
+with the same name for an already-delivered date is a correction: it is ingested as a new
+batch and the ledger records that it supersedes the old batch.
 """
 
 from __future__ import annotations
@@ -32,14 +35,14 @@ create table if not exists deliveries (
     sha256        text not null,
     size_bytes    integer not null,
     rows          integer,
-    status        text not null check (status in ('ingested', 'quarantined')),
+    status        text not null check (status in ('ingested', 'quarantined', 'duplicate')),
     encoding      text,
     reason        text,
     message       text,
     supersedes    text,
     superseded_by text,
     ingested_at   text not null,
-    primary key (dept, dataset, sha256)
+    primary key (dept, dataset, sha256, delivery_date)
 );
 create index if not exists deliveries_name on deliveries (dept, dataset, delivery_date, file_name);
 """
@@ -92,11 +95,15 @@ class Ledger:
         finally:
             conn.close()
 
-    def find_sha(self, dept: str, dataset: str, sha256: str) -> Delivery | None:
+    def find_sha(self, dept: str, dataset: str, sha256: str, delivery_date: str | None = None) -> Delivery | None:
+        """The first time these bytes were seen (on ``delivery_date``, when given)."""
+        q = "select * from deliveries where dept=? and dataset=? and sha256=?"
+        args: list = [dept, dataset, sha256]
+        if delivery_date is not None:
+            q += " and delivery_date=?"
+            args.append(delivery_date)
         with self._conn() as c:
-            row = c.execute(
-                "select * from deliveries where dept=? and dataset=? and sha256=?", (dept, dataset, sha256)
-            ).fetchone()
+            row = c.execute(q + " order by status = 'duplicate', ingested_at limit 1", args).fetchone()
         return Delivery(**dict(row)) if row else None
 
     def previous_version(self, dept: str, dataset: str, delivery_date: str, file_name: str) -> Delivery | None:
@@ -119,7 +126,8 @@ class Ledger:
                 )
                 if d.supersedes and d.status == "ingested":
                     c.execute(
-                        "update deliveries set superseded_by=? where dept=? and dataset=? and batch_id=?",
+                        "update deliveries set superseded_by=? where dept=? and dataset=? and batch_id=? "
+                        "and status='ingested'",
                         (d.batch_id, d.dept, d.dataset, d.supersedes),
                     )
                 c.execute("commit")

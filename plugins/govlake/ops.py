@@ -506,7 +506,8 @@ def compute(lake: Lake, now: dt.datetime | str | None = None, *,
         f.deliveries = len(dels)
         f.quarantined_files = sum(1 for d in dels if d.status == "quarantined")
         latest_arrival = max(dels, key=lambda d: (parse_ts(d.ingested_at), d.delivery_date), default=None)
-        ingested = [d for d in dels if d.status == "ingested"]
+        # an unchanged snapshot delivered again ("duplicate") is a delivery on its date too
+        ingested = [d for d in dels if d.status in ("ingested", "duplicate")]
         newest_data = max(ingested, key=lambda d: (d.delivery_date, parse_ts(d.ingested_at)), default=None)
         if latest_arrival is not None:
             f.last_delivery_status = latest_arrival.status

@@ -168,3 +168,30 @@ def test_corrected_redelivery_supersedes(landed):
     ledger_pq = duckdb.sql(f"select batch_id, superseded_by from read_parquet('{lake.ledger_export}') "
                            f"where batch_id = '{old.batch_id}'").fetchall()
     assert ledger_pq == [(old.batch_id, new.batch_id)]
+
+
+def test_unchanged_snapshot_and_empty_increment_are_deliveries(landed):
+    """An unchanged snapshot sent for a new date adds no rows but is recorded as a delivery on
+    that date (freshness); an incremental feed with no events that day (header only) is a valid
+    empty delivery, not a fault."""
+    lake, _, _ = landed
+    day = "2026-11-26"
+    tax = metadata.dataset("tax.taxpayer_registration")
+    src = next(lake.landing(tax.dept, tax.name, DATE).glob("*.csv"))
+    (lake.landing(tax.dept, tax.name, day)).mkdir(parents=True)
+    (lake.landing(tax.dept, tax.name, day) / "taxpayer_registration_20261126.csv").write_bytes(src.read_bytes())
+    mar = metadata.dataset("civil_affairs.marriage_registration")
+    (lake.landing(mar.dept, mar.name, day)).mkdir(parents=True)
+    (lake.landing(mar.dept, mar.name, day) / "marriage_registration_20261126.csv").write_bytes(
+        (",".join(mar.column_names) + "\r\n").encode("utf-8-sig"))
+    tax_rows = len(_raw(lake, tax))
+
+    s = _extract(day)
+    assert s[tax.id]["rows"] == 0 and s[tax.id]["quarantined"] == 0 and len(_raw(lake, tax)) == tax_rows
+    dup = [e for e in Ledger(lake).all(tax.dept, tax.name) if e.delivery_date == day]
+    assert [(e.status, e.rows) for e in dup] == [("duplicate", 0)]
+    assert s[mar.id]["quarantined"] == 0 and s[mar.id]["ingested_files"] == 1 and s[mar.id]["rows"] == 0
+
+    again = _extract(day)  # a re-run records nothing more
+    assert again[tax.id]["rows"] == 0 and again[tax.id]["skipped"] == again[tax.id]["files"]
+    assert len([e for e in Ledger(lake).all(tax.dept, tax.name) if e.delivery_date == day]) == 1
