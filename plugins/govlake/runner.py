@@ -132,7 +132,8 @@ def run_pipeline(date: str | None = None, only: list[str] | None = None, log_fil
     config.apply_env()
     ensure_airflow_db()
     logical = logical_datetime(date)
-    dags = load_dags()
+    with _airflow_output_to(log_file) if log_file else contextlib.nullcontext():
+        dags = load_dags()
     extract_ids = sorted(d for d in dags if d.startswith("extract_"))
     if only:
         extract_ids = [d for d in extract_ids if d.removeprefix("extract_") in only]
