@@ -177,12 +177,8 @@ valued as (
     {%- endfor %}
 ),
 
-standardized as materialized (
-    -- the rule each value fails (NULL when it passes), and the data-element names.
-    -- MATERIALIZED: without it DuckDB inlines the CTE chain and re-evaluates a value's whole
-    -- standards expression (e.g. the nested GB 11643 lambdas) at every later reference
-    -- (_err_*, record checks, _errors): measured 4x the CPU of computing it once
-    -- (1 M household rows: 44 s -> 11 s; docs/performance.md)
+standardized as (
+    -- the rule each value fails (NULL when it passes), and the data-element names
     select
         _batch_id, _source_file, _source_sha256, _row_number, _delivery_date,
         _copy_number, _first_row_number
