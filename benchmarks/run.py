@@ -223,6 +223,8 @@ def compute_ratios(res: dict) -> dict:
     if "stages" in runs.get("floor", {}):
         floor = runs["floor"]["stages"][0]["wall_s"]
         r["floor ratio (govlake end-to-end / floor)"] = f"{total / floor:.2f}x  ({total:.1f} s / {floor:.1f} s; target <= 4x)"
+        fc, tc = runs["floor"]["stages"][0]["cpu_s"], by["full: total"]["cpu_s"]
+        r["floor ratio, CPU time (govlake / floor)"] = f"{tc / fc:.2f}x  ({tc:.1f} s / {fc:.1f} s)"
     hh = _household_stage(full)
     res["household_stage"] = hh
     if "stages" in runs.get("pandas", {}):
@@ -242,9 +244,13 @@ def compute_ratios(res: dict) -> dict:
     if "incremental: total" in by:
         inc = by["incremental: total"]["wall_s"]
         r["incremental next-day / full build"] = f"{100 * inc / total:.1f} %  ({inc:.1f} s / {total:.1f} s; target <= 5 %)"
+        ic, tc = by["incremental: total"]["cpu_s"], by["full: total"]["cpu_s"]
+        r["incremental next-day / full build, CPU time"] = f"{100 * ic / tc:.1f} %  ({ic:.1f} s / {tc:.1f} s)"
     if "stages" in runs.get("airflow", {}):
         af = runs["airflow"]["stages"][0]["wall_s"]
-        r["airflow overhead (run_pipeline - stage functions)"] = f"{af - total:+.1f} s  ({af:.1f} s vs {total:.1f} s)"
+        afc, tc = runs["airflow"]["stages"][0]["cpu_s"], by["full: total"]["cpu_s"]
+        r["airflow overhead (run_pipeline - stage functions)"] = \
+            f"wall {af - total:+.1f} s ({af:.1f} vs {total:.1f}), CPU {afc - tc:+.1f} s ({afc:.1f} vs {tc:.1f})"
     return r
 
 
