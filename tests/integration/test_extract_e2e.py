@@ -11,6 +11,7 @@ import pytest
 
 from govlake import generate, metadata, runner
 from govlake.ledger import Ledger
+from lake_support import use_lake_root
 
 pytestmark = pytest.mark.integration
 DATE = "2026-11-24"
@@ -52,29 +53,18 @@ def _extract(date=DATE):
 
 @pytest.fixture(scope="module")
 def landed(tmp_path_factory, airflow_env):
-    import os
-
-    root = tmp_path_factory.mktemp("e2e") / "lake"
-    old = os.environ.get("GOVLAKE_LAKE_ROOT")
-    os.environ["GOVLAKE_LAKE_ROOT"] = str(root)
-    from govlake.storage import Lake
-
-    lake = Lake(root).ensure()
-    generated = generate.generate(lake, people=300, date=DATE, seed=7, progress=False)
-    # a row with characters outside GBK (GB18030 four-byte) and a middle-dot name
-    mr = metadata.dataset("market_regulation.enterprise_registration")
-    f = next(lake.landing(mr.dept, mr.name, DATE).glob("*.csv"))
-    rare = dict.fromkeys(mr.column_names, "")
-    rare.update({"统一社会信用代码": "91350200MA2YJ1XR9G", "企业名称": RARE_NAME, "法定代表人": "阿卜杜拉·艾山",
-                 "登记状态": "存续"})
-    with open(f, "ab") as fh:
-        fh.write((",".join(rare[c] for c in mr.column_names) + "\r\n").encode("gb18030"))
-    first = _extract()
-    yield lake, generated, first
-    if old is None:
-        os.environ.pop("GOVLAKE_LAKE_ROOT", None)
-    else:
-        os.environ["GOVLAKE_LAKE_ROOT"] = old
+    with use_lake_root(tmp_path_factory.mktemp("e2e") / "lake") as lake:
+        generated = generate.generate(lake, people=300, date=DATE, seed=7, progress=False)
+        # a row with characters outside GBK (GB18030 four-byte) and a middle-dot name
+        mr = metadata.dataset("market_regulation.enterprise_registration")
+        f = next(lake.landing(mr.dept, mr.name, DATE).glob("*.csv"))
+        rare = dict.fromkeys(mr.column_names, "")
+        rare.update({"统一社会信用代码": "91350200MA2YJ1XR9G", "企业名称": RARE_NAME, "法定代表人": "阿卜杜拉·艾山",
+                     "登记状态": "存续"})
+        with open(f, "ab") as fh:
+            fh.write((",".join(rare[c] for c in mr.column_names) + "\r\n").encode("gb18030"))
+        first = _extract()
+        yield lake, generated, first
 
 
 def test_raw_rows_equal_delivered_values_with_lineage(landed):

@@ -10,13 +10,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 
 import duckdb
 import pytest
 
 from govlake import audit, generate, metadata, runner, transform
-from govlake.storage import Lake
+from lake_support import use_lake_root
 
 pytestmark = pytest.mark.integration
 DATE = "2026-11-24"
@@ -25,17 +24,11 @@ DATE = "2026-11-24"
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory, airflow_env):
     base = tmp_path_factory.mktemp("pipeline")
-    root, truth = base / "lake", base / "truth"
-    old = os.environ.get("GOVLAKE_LAKE_ROOT")
-    os.environ["GOVLAKE_LAKE_ROOT"] = str(root)
-    lake = Lake(root).ensure()
-    generate.generate(lake, people=800, date=DATE, seed=11, truth_dir=truth, progress=False)
-    results = runner.run_pipeline(DATE, progress=False)
-    yield lake, truth, results
-    if old is None:
-        os.environ.pop("GOVLAKE_LAKE_ROOT", None)
-    else:
-        os.environ["GOVLAKE_LAKE_ROOT"] = old
+    truth = base / "truth"
+    with use_lake_root(base / "lake") as lake:
+        generate.generate(lake, people=800, date=DATE, seed=11, truth_dir=truth, progress=False)
+        results = runner.run_pipeline(DATE, progress=False)
+        yield lake, truth, results
 
 
 def _transform(results):
