@@ -14,6 +14,7 @@ import csv
 import datetime as dt
 import hashlib
 import io
+import itertools
 import json
 import logging
 import os
@@ -174,36 +175,56 @@ def _jsonl_value(v):
     return json.dumps(v, ensure_ascii=False)
 
 
+def _jsonl_object(line: str, lineno: int, source: str, colset: set[str]) -> dict:
+    try:
+        obj = json.loads(line, parse_int=str, parse_float=str)
+    except json.JSONDecodeError as e:
+        raise ParseError("parse.invalid_json", f"{source}: row {lineno}: rule parse.invalid_json: {e}", row=lineno)
+    if not isinstance(obj, dict):
+        raise ParseError("parse.invalid_json", f"{source}: row {lineno}: rule parse.invalid_json: not a JSON object", row=lineno)
+    extra = [k for k in obj if k not in colset]
+    if extra:
+        raise ContractError("contract.unexpected_column",
+                            f"{source}: row {lineno}: rule contract.unexpected_column: unexpected field(s) {extra}",
+                            row=lineno, columns=extra)
+    return obj
+
+
 def iter_jsonl(path: Path, encoding: str, columns: list[str], source: str) -> Iterator[pa.RecordBatch]:
-    """JSON Lines; numbers come back as the exact text delivered (parse_int/parse_float=str)."""
+    """JSON Lines; numbers come back as the exact text delivered (parse_int/parse_float=str).
+
+    Fast path: a batch of lines is decoded by ONE ``JSONDecoder.decode`` of ``[line,line,...]``
+    (1.5x faster than a json.loads per line, docs/performance.md); if that fails, yields other
+    than one object per line, or any object has an unexpected field, the batch is parsed line
+    by line, which raises naming the first bad line (row numbers are the file's line numbers;
+    blank lines are skipped)."""
     schema = pa.schema([(c, pa.string()) for c in columns])
-    cols: dict[str, list] = {c: [] for c in columns}
-    n = 0
+    colset = set(columns)
+    decoder = json.JSONDecoder(parse_int=str, parse_float=str)
+    lineno = 0
     with open(path, "r", encoding=encoding, newline="") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
+        while True:
+            lines = list(itertools.islice(fh, JSON_BATCH))
+            if not lines:
+                break
+            numbers, texts = [], []
+            for i, line in enumerate(lines, start=lineno + 1):
+                if line.strip():
+                    numbers.append(i)
+                    texts.append(line)
+            lineno += len(lines)
+            if not texts:
                 continue
             try:
-                obj = json.loads(line, parse_int=str, parse_float=str)
-            except json.JSONDecodeError as e:
-                raise ParseError("parse.invalid_json", f"{source}: row {lineno}: rule parse.invalid_json: {e}", row=lineno)
-            if not isinstance(obj, dict):
-                raise ParseError("parse.invalid_json", f"{source}: row {lineno}: rule parse.invalid_json: not a JSON object", row=lineno)
-            extra = [k for k in obj if k not in cols]
-            if extra:
-                raise ContractError("contract.unexpected_column",
-                                    f"{source}: row {lineno}: rule contract.unexpected_column: unexpected field(s) {extra}",
-                                    row=lineno, columns=extra)
-            for c in columns:
-                cols[c].append(_jsonl_value(obj.get(c)))
-            cols.setdefault("_row_number", []).append(lineno)
-            n += 1
-            if n >= JSON_BATCH:
-                yield _json_batch(cols, columns, schema)
-                cols = {c: [] for c in columns}
-                n = 0
-    if n:
-        yield _json_batch(cols, columns, schema)
+                objs = decoder.decode("[" + ",".join(texts) + "]")
+                ok = len(objs) == len(texts) and all(type(o) is dict and colset.issuperset(o) for o in objs)
+            except json.JSONDecodeError:
+                ok = False
+            if not ok:
+                objs = [_jsonl_object(t, i, source, colset) for i, t in zip(numbers, texts)]
+            cols = {c: [_jsonl_value(o.get(c)) for o in objs] for c in columns}
+            cols["_row_number"] = numbers
+            yield _json_batch(cols, columns, schema)
 
 
 def _json_batch(cols, columns, schema) -> pa.RecordBatch:
