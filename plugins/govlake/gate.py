@@ -261,7 +261,8 @@ def validate(lake: Lake, layer: str, tables: dict[str, Path], run_id: str, *,
         name=f"candidate_{layer}",
         connection_string=gx_duckdb.connection_string(),
         kwargs=gx_duckdb.engine_kwargs(threads=threads or min(4, os.cpu_count() or 2),
-                                       memory_limit=memory_limit),
+                                       memory_limit=memory_limit
+                                       or os.environ.get("GOVLAKE_DUCKDB_MEMORY_LIMIT", "3GB")),
     )
     params = {"today": (today or dt.date.today()).isoformat()}
     vdefs = []
