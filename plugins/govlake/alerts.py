@@ -33,9 +33,7 @@ import json
 import logging
 import os
 import smtplib
-import sqlite3
 import urllib.request
-from contextlib import contextmanager
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
@@ -43,7 +41,7 @@ from typing import Any, Iterable, Protocol
 
 import yaml
 
-from govlake import config, ops
+from govlake import config, ops, sqlite_store
 from govlake.storage import Lake
 
 log = logging.getLogger(__name__)
@@ -238,16 +236,8 @@ class Registry:
         with self._conn() as c:
             c.executescript(_SCHEMA)
 
-    @contextmanager
     def _conn(self):
-        conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        try:
-            conn.execute("pragma journal_mode=wal")
-            conn.execute("pragma synchronous=full")
-            yield conn
-        finally:
-            conn.close()
+        return sqlite_store.connect(self.path, timeout=60)
 
     def _notify(self, alert: dict) -> str | None:
         errors = []

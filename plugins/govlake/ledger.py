@@ -14,14 +14,13 @@ batch and the ledger records that it supersedes the old batch.
 from __future__ import annotations
 
 import os
-import sqlite3
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from govlake import sqlite_store
 from govlake.storage import Lake
 
 SCHEMA = """
@@ -84,16 +83,8 @@ class Ledger:
         with self._conn() as c:
             c.executescript(SCHEMA)
 
-    @contextmanager
     def _conn(self):
-        conn = sqlite3.connect(self.path, timeout=120, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        try:
-            conn.execute("pragma journal_mode=wal")
-            conn.execute("pragma synchronous=full")
-            yield conn
-        finally:
-            conn.close()
+        return sqlite_store.connect(self.path, timeout=120)
 
     def find_sha(self, dept: str, dataset: str, sha256: str, delivery_date: str | None = None) -> Delivery | None:
         """The first time these bytes were seen (on ``delivery_date``, when given)."""
