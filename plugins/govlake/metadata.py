@@ -33,8 +33,8 @@ class MetadataError(ValueError):
     """Invalid or missing dataset metadata; the message names file, dataset and key."""
 
 
-def _meta(node: dict) -> dict:
-    """dbt >= 1.10 puts meta under ``config``; accept the legacy top-level key too."""
+def node_meta(node: dict) -> dict:
+    """A dbt YAML node's ``meta``. dbt >= 1.10 puts meta under ``config``; accept the legacy top-level key too."""
     out = dict(node.get("meta") or {})
     out.update((node.get("config") or {}).get("meta") or {})
     return out
@@ -124,13 +124,13 @@ def _parse_file(path: Path) -> list[Dataset]:
     doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     out = []
     for src in doc.get("sources") or []:
-        smeta = _meta(src)
+        smeta = node_meta(src)
         for tbl in src.get("tables") or []:
             where = f"{path}: source {src['name']}.{tbl['name']}"
-            tmeta = {**smeta, **_meta(tbl)}
+            tmeta = {**smeta, **node_meta(tbl)}
             cols = []
             for col in tbl.get("columns") or []:
-                cmeta = _meta(col)
+                cmeta = node_meta(col)
                 cwhere = f"{where} column {col['name']!r}"
                 cols.append(
                     Column(

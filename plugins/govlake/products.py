@@ -18,20 +18,13 @@ from pathlib import Path
 import yaml
 
 from govlake import config
-from govlake.metadata import GRADES, SHARING_TYPES
+from govlake.metadata import GRADES, SHARING_TYPES, node_meta
 
 GRADE_RANK = {g: i + 1 for i, g in enumerate(GRADES)}  # L1=1 … L4=4
 
 
 class ProductMetadataError(ValueError):
     """Invalid or missing product metadata; the message names file, product and column."""
-
-
-def _meta(node: dict) -> dict:
-    """dbt >= 1.10 puts meta under ``config``; accept the legacy top-level key too."""
-    out = dict(node.get("meta") or {})
-    out.update((node.get("config") or {}).get("meta") or {})
-    return out
 
 
 @dataclass(frozen=True)
@@ -96,7 +89,7 @@ def _parse_file(path: Path) -> list[Product]:
         return []
     out: list[Product] = []
     for model in doc.get("models") or []:
-        meta = _meta(model)
+        meta = node_meta(model)
         if not meta.get("product"):
             continue
         name = str(model.get("name") or "")
@@ -117,7 +110,7 @@ def _parse_file(path: Path) -> list[Product]:
         seen = set()
         for col in model.get("columns") or []:
             cname = str(col.get("name") or "")
-            cmeta = _meta(col)
+            cmeta = node_meta(col)
             grade = cmeta.get("grade")
             if grade in (None, ""):
                 raise ProductMetadataError(
