@@ -161,49 +161,40 @@ def _list(args) -> int:
     return 0
 
 
-def _approve(args) -> int:
+def _decide(args, action, summary, **kwargs) -> int:
+    """Run one approver decision (approve, reject, revoke) and print its result."""
     from govlake import access_requests as ar
 
     try:
-        g = ar.approve(_lake(), args.id, args.approver, args.department, reason=args.reason,
-                       days=args.days, expires=args.expires)
+        obj = action(_lake(), args.id, args.approver, args.department, reason=args.reason, **kwargs)
     except ar.AccessRequestError as exc:
         return _fail(exc)
-    if args.json:
-        print(json.dumps(g.to_dict(), ensure_ascii=False, indent=2))
-    else:
-        print(f"R-{g.request_id} approved by {g.granted_by} ({g.granted_department}): grant {g.ref} for "
-              f"{g.role} on {g.product}, purpose {g.purpose!r}"
-              f"{', columns ' + ', '.join(g.columns) if g.columns else ''}, valid until {g.expires.isoformat()}")
+    print(json.dumps(obj.to_dict(), ensure_ascii=False, indent=2) if args.json else summary(obj))
     return 0
+
+
+def _approve(args) -> int:
+    from govlake import access_requests as ar
+
+    return _decide(args, ar.approve, lambda g: (
+        f"R-{g.request_id} approved by {g.granted_by} ({g.granted_department}): grant {g.ref} for "
+        f"{g.role} on {g.product}, purpose {g.purpose!r}"
+        f"{', columns ' + ', '.join(g.columns) if g.columns else ''}, valid until {g.expires.isoformat()}"),
+        days=args.days, expires=args.expires)
 
 
 def _reject(args) -> int:
     from govlake import access_requests as ar
 
-    try:
-        r = ar.reject(_lake(), args.id, args.approver, args.department, reason=args.reason)
-    except ar.AccessRequestError as exc:
-        return _fail(exc)
-    if args.json:
-        print(json.dumps(r.to_dict(), ensure_ascii=False, indent=2))
-    else:
-        print(f"{r.ref} rejected by {r.decided_by} ({r.decided_department}): {r.decision_reason}")
-    return 0
+    return _decide(args, ar.reject, lambda r: (
+        f"{r.ref} rejected by {r.decided_by} ({r.decided_department}): {r.decision_reason}"))
 
 
 def _revoke(args) -> int:
     from govlake import access_requests as ar
 
-    try:
-        g = ar.revoke(_lake(), args.id, args.approver, args.department, reason=args.reason)
-    except ar.AccessRequestError as exc:
-        return _fail(exc)
-    if args.json:
-        print(json.dumps(g.to_dict(), ensure_ascii=False, indent=2))
-    else:
-        print(f"{g.ref} revoked by {g.revoked_by} ({g.revoked_department}) at {g.revoked_at}: {g.revoke_reason}")
-    return 0
+    return _decide(args, ar.revoke, lambda g: (
+        f"{g.ref} revoked by {g.revoked_by} ({g.revoked_department}) at {g.revoked_at}: {g.revoke_reason}"))
 
 
 def _dashboard(args) -> int:
