@@ -91,15 +91,7 @@
   {%- if m -%}
     {%- set n = run_query("select count(*) from glob('" ~ m.group(1) ~ "')").columns[0].values()[0] -%}
     {%- if n == 0 -%}
-      {%- set empty -%}
-        (select
-          {%- for c in column_names %} cast(null as varchar) as {{ adapter.quote(c) }},{% endfor %}
-          cast(null as varchar) as _batch_id, cast(null as varchar) as _source_file,
-          cast(null as varchar) as _source_sha256, cast(null as bigint) as _row_number,
-          cast(null as timestamp) as _ingested_at, cast(null as varchar) as _delivery_date
-        where false)
-      {%- endset -%}
-      {{- return(empty) -}}
+      {{- return(glx_raw_relation_empty(column_names)) -}}
     {%- endif -%}
   {%- endif -%}
   {{- return(rel) -}}
