@@ -19,7 +19,7 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -399,6 +399,3 @@ def extract_dataset(ds: Dataset, lake: Lake | None = None, up_to: str | None = N
     ledger.export()
     return result
 
-
-def to_dict(r: FileResult) -> dict:
-    return asdict(r)
