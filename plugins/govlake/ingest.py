@@ -398,4 +398,3 @@ def extract_dataset(ds: Dataset, lake: Lake | None = None, up_to: str | None = N
         result.files.append(r)
     ledger.export()
     return result
-
