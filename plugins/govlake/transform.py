@@ -83,12 +83,42 @@ def build_standardized(lake: Lake, run_id: str, *, full_refresh: bool = False) -
     return {"seconds": round(run.seconds, 2), "build_dir": str(build_dir), "counts": feed_counts(lake, run_id)}
 
 
-def build_shared(lake: Lake, run_id: str) -> dict:
+def build_shared(lake: Lake, run_id: str, *, full_refresh: bool = False) -> dict:
+    """Bring the shared layer up to date (docs/adr/0010): the int_* tables and the tables behind
+    the products are incremental — only the keys touched by batches not incorporated yet (or by
+    a change of supersession) are recomputed; a new full snapshot of a feed, a first build or
+    ``full_refresh`` recompute everything. The product Parquet files of the run are ordered
+    COPYs of those tables. After a complete build the pending touched-key tables are dropped;
+    after a failed one they stay and the next build redoes a superset of the keys."""
     from govlake.dbt import run_dbt
 
     build_dir = lake.candidate(run_id)
-    run = run_dbt(["build", "--indirect-selection", "cautious"], lake=lake, build_dir=build_dir, select=SHARED_SELECT)
+    args = ["build", "--indirect-selection", "cautious"]
+    if full_refresh:
+        args.append("--full-refresh")
+    run = run_dbt(args, lake=lake, build_dir=build_dir, select=SHARED_SELECT)
+    _clear_pending(lake)
     return {"seconds": round(run.seconds, 2), "build_dir": str(build_dir)}
+
+
+INT_BATCHES_TABLE = "main.govlake_int_batches"  # macros/staging/govlake_incremental.sql
+PENDING_FULL_TABLE = "main.govlake_pending_full"
+PENDING_PREFIX = "glx_pending_"
+
+
+def _clear_pending(lake: Lake) -> None:
+    """Drop the touched-key bookkeeping of a completed shared build."""
+    con = duckdb.connect(str(lake.duckdb_path))
+    try:
+        names = [r[0] for r in con.execute(
+            "select table_name from duckdb_tables() where schema_name = 'main' and starts_with(table_name, ?)",
+            [PENDING_PREFIX]).fetchall()]
+        for n in names:
+            con.execute(f'drop table main."{n}"')
+        con.execute(f"create table if not exists {PENDING_FULL_TABLE} (model varchar)")
+        con.execute(f"delete from {PENDING_FULL_TABLE}")
+    finally:
+        con.close()
 
 
 # ------------------------------------------------------------------------------ gates
@@ -137,9 +167,13 @@ def _clear_gated(lake: Lake) -> None:
         return
     con = duckdb.connect(str(lake.duckdb_path))
     try:
-        con.execute(f"delete from {GATED_TABLE}")
-    except duckdb.CatalogException:
-        pass
+        # a re-standardized chk_ table invalidates what the incremental shared layer incorporated:
+        # without a record the next shared build recomputes every int_ table (docs/adr/0010)
+        for table in (GATED_TABLE, INT_BATCHES_TABLE):
+            try:
+                con.execute(f"delete from {table}")
+            except duckdb.CatalogException:
+                pass
     finally:
         con.close()
 

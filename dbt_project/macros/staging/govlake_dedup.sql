@@ -16,6 +16,13 @@
   The latest date is taken over every raw row of the feed (chk_ model), so a delivery whose rows
   were all quarantined still replaces the previous snapshot. Valid rows are read from chk_ (all
   batches, standardized once each), not from stg_ (the run's not-yet-gated batches only).
+
+  The int model is an incremental table (docs/adr/0010, macros/staging/govlake_incremental.sql):
+  glx_plan_feed decides at compile time whether every key is recomputed ('all': first build,
+  --full-refresh, a new full snapshot) or only the keys the changed batches touch ('keys'); the
+  dedup below is the same query either way, restricted to those keys. The model file configures
+  materialized='incremental', incremental_strategy='govlake_touched' and the post-hook
+  glx_record_int_batches.
 -#}
 {% macro glx_is_change_file(source_file_col) -%}
   ({{ source_file_col }} like '%.delta.%')
@@ -39,6 +46,10 @@
   {%- if delivery not in ('snapshot', 'incremental') -%}
     {{- exceptions.raise_compiler_error("govlake: " ~ dept ~ "." ~ dataset ~ " meta delivery must be snapshot or incremental, not " ~ delivery) -}}
   {%- endif %}
+  {%- set mode = glx_plan_feed(dept, dataset, chk, superseded, key, delivery) -%}
+  {%- set kcols = key if key else ['_batch_id'] -%}
+  {%- set kexprs = [] -%}{%- for k in kcols -%}{%- do kexprs.append('s.' ~ adapter.quote(k)) -%}{%- endfor %}
+-- govlake_dedup: {{ mode }} keys ({{ kcols | join(', ') }})
 with live as (
     select
         {%- for e in elements %}
@@ -50,6 +61,7 @@ with live as (
         on x.dept = {{ glx_sql_string(dept) }} and x.dataset = {{ glx_sql_string(dataset) }}
        and x.batch_id = s._batch_id
     where len(s._errors) = 0
+      and {{ glx_keys_filter(mode, kexprs, kcols) }}
 ),
 {%- if delivery == 'snapshot' %}
 latest_date as (

@@ -1,29 +1,7 @@
--- 法人基础库: one row per unified social credit code, enterprise registration (market
--- regulation) combined with taxpayer registration (tax).
-with enterprise as (
-    select * from {{ ref('int_market_regulation__enterprise_registration') }}
-),
-
-taxpayer as (
-    select * from {{ ref('int_tax__taxpayer_registration') }}
-)
-
-select
-    coalesce(e.uscc, t.uscc) as uscc,
-    e.enterprise_name,
-    e.enterprise_type,
-    e.legal_rep_name,
-    coalesce(e.legal_rep_id_number, t.legal_rep_id_number) as legal_rep_id_number,
-    e.establishment_date,
-    e.registered_capital_10k_cny,
-    e.address,
-    e.registration_status,
-    t.taxpayer_name,
-    t.registration_date as tax_registration_date,
-    t.credit_rating,
-    t.tax_authority,
-    e.uscc is not null as in_market_regulation,
-    t.uscc is not null as in_tax
-from enterprise as e
-full outer join taxpayer as t on t.uscc = e.uscc
-order by 1
+-- The shared product, written as Parquet into the run's candidate folder (external
+-- materialization, ADR 0009) for the gate and the publisher. dbt-duckdb cannot make an external
+-- model incremental (dbt-duckdb #74), so the rows are maintained incrementally in the DuckDB
+-- table int_legal_entity_base (docs/adr/0010) and this model is one ordered COPY of it: ordered by the
+-- unique key, so the same rows always give the same bytes.
+select * from {{ ref('int_legal_entity_base') }}
+order by uscc

@@ -1,0 +1,77 @@
+-- The rows of 人口基础库 (shared product population_base, which is this table ordered by
+-- id_number): one row per person (standard 18-digit ID number) known to any department.
+-- Attributes come from household registration (null when the person is not registered there);
+-- known_by lists the departments whose current data names the person.
+-- Incremental (docs/adr/0010): only the people named, before or after the change, by a row of
+-- a feed int model touched since the last shared build are recomputed.
+{{ config(materialized='incremental', incremental_strategy='govlake_touched') }}
+{%- set sources = {
+    'int_public_security__household_registration': ['id_number'],
+    'int_civil_affairs__marriage_registration': ['husband_id_number', 'wife_id_number'],
+    'int_human_resources__social_insurance': ['id_number'],
+    'int_health__birth_certificate': ['mother_id_number', 'father_id_number'],
+    'int_market_regulation__enterprise_registration': ['legal_rep_id_number'],
+    'int_tax__taxpayer_registration': ['legal_rep_id_number'],
+} -%}
+{%- set touched = [] -%}
+{%- if execute -%}
+  {%- for m, cols in sources.items() -%}{%- do touched.append(glx_touched_from(m, cols, 'id_number')) -%}{%- endfor -%}
+{%- endif -%}
+{%- set mode = glx_plan_derived(['id_number'], sources.keys() | list, touched | join('\nunion all\n')) %}
+-- govlake_touched: {{ mode }}
+with known as (
+    select x.id_number, 'public_security' as dept from {{ ref('int_public_security__household_registration') }} as x
+    where {{ glx_keys_filter(mode, ['x.id_number'], ['id_number']) }}
+    union all
+    select x.husband_id_number, 'civil_affairs' from {{ ref('int_civil_affairs__marriage_registration') }} as x
+    where {{ glx_keys_filter(mode, ['x.husband_id_number'], ['id_number']) }}
+    union all
+    select x.wife_id_number, 'civil_affairs' from {{ ref('int_civil_affairs__marriage_registration') }} as x
+    where {{ glx_keys_filter(mode, ['x.wife_id_number'], ['id_number']) }}
+    union all
+    select x.id_number, 'human_resources' from {{ ref('int_human_resources__social_insurance') }} as x
+    where {{ glx_keys_filter(mode, ['x.id_number'], ['id_number']) }}
+    union all
+    select x.mother_id_number, 'health' from {{ ref('int_health__birth_certificate') }} as x
+    where {{ glx_keys_filter(mode, ['x.mother_id_number'], ['id_number']) }}
+    union all
+    select x.father_id_number, 'health' from {{ ref('int_health__birth_certificate') }} as x
+    where {{ glx_keys_filter(mode, ['x.father_id_number'], ['id_number']) }}
+    union all
+    select x.legal_rep_id_number, 'market_regulation' from {{ ref('int_market_regulation__enterprise_registration') }} as x
+    where {{ glx_keys_filter(mode, ['x.legal_rep_id_number'], ['id_number']) }}
+    union all
+    select x.legal_rep_id_number, 'tax' from {{ ref('int_tax__taxpayer_registration') }} as x
+    where {{ glx_keys_filter(mode, ['x.legal_rep_id_number'], ['id_number']) }}
+),
+
+people as (
+    select
+        id_number,
+        string_agg(distinct dept, ',' order by dept) as known_by,
+        cast(count(distinct dept) as integer) as department_count
+    from known
+    where id_number is not null
+    group by id_number
+),
+
+household as (
+    select * from {{ ref('int_public_security__household_registration') }} as x
+    where {{ glx_keys_filter(mode, ['x.id_number'], ['id_number']) }}
+)
+
+select
+    p.id_number,
+    h.name,
+    h.gender_code,
+    h.birth_date,
+    h.ethnicity_code,
+    h.division_code,
+    h.address,
+    h.marital_status_code,
+    h.phone,
+    h.id_number is not null as in_household_registration,
+    p.known_by,
+    p.department_count
+from people as p
+left join household as h on h.id_number = p.id_number
