@@ -4,14 +4,18 @@ Strict ``utf-8-sig`` first, then strict ``gb18030``; anything else is rejected. 
 ``gbk``/``gb2312``/``cp936``: they reject characters GB18030 encodes (䶮, 𠀀, 镕 …). UTF-8 must
 be tried first because UTF-8 bytes can decode "successfully" as GB18030 into mojibake.
 
-Detection streams the file in chunks, so a 2 GB delivery needs a few MB of memory.
+Detection streams the file in chunks, so a 2 GB delivery needs a few MB of memory. It can
+write the decoded text as UTF-8 to a second file in the same pass (``transcode_to``), so a
+GB18030 delivery is decoded once, not once to detect and again to parse.
 """
 
 from __future__ import annotations
 
 import codecs
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 CANDIDATES = ("utf-8-sig", "gb18030")
 _CHUNK = 4 << 20
@@ -38,7 +42,8 @@ class UndecodableError(ValueError):
         super().__init__(f"{path}: line {best.line}: rule encoding.undecodable: not valid UTF-8 or GB18030 ({tried})")
 
 
-def _try_stream(path: Path, encoding: str) -> DecodeFailure | None:
+def _try_stream(path: Path, encoding: str, sink: BinaryIO | None = None) -> DecodeFailure | None:
+    """Decode the whole file strictly; the decoded text goes to ``sink`` as UTF-8 if given."""
     dec = codecs.getincrementaldecoder(encoding)(errors="strict")
     offset = 0
     newlines = 0
@@ -47,7 +52,9 @@ def _try_stream(path: Path, encoding: str) -> DecodeFailure | None:
             chunk = fh.read(_CHUNK)
             final = not chunk
             try:
-                dec.decode(chunk, final=final)
+                text = dec.decode(chunk, final=final)
+                if sink is not None and text:
+                    sink.write(text.encode("utf-8"))
             except UnicodeDecodeError as e:
                 # e.start is relative to the decoder's buffered input; approximate to the chunk
                 pos = max(0, min(len(chunk), e.start))
@@ -60,12 +67,23 @@ def _try_stream(path: Path, encoding: str) -> DecodeFailure | None:
             offset += len(chunk)
 
 
-def detect_file(path: Path | str) -> str:
-    """Return the codec name that strictly decodes the whole file, else raise UndecodableError."""
+def detect_file(path: Path | str, transcode_to: Path | str | None = None) -> str:
+    """Return the codec name that strictly decodes the whole file, else raise UndecodableError.
+
+    With ``transcode_to``: if the codec found is not UTF-8 (``utf-8-sig``), the decoded text is
+    also written there as UTF-8 (no BOM added or removed: the text exactly as ``path.read_text(
+    codec)`` returns it) during the same pass; for a UTF-8 file nothing is written (the file
+    itself is UTF-8) and on failure no file is left behind."""
     path = Path(path)
     failures = []
     for enc in CANDIDATES:
-        fail = _try_stream(path, enc)
+        if transcode_to is None or enc == "utf-8-sig":
+            fail = _try_stream(path, enc)
+        else:
+            with open(transcode_to, "wb") as sink:
+                fail = _try_stream(path, enc, sink)
+            if fail is not None:
+                os.unlink(transcode_to)
         if fail is None:
             return enc
         failures.append(fail)

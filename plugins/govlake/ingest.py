@@ -10,6 +10,7 @@ the other files proceed.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import datetime as dt
 import hashlib
@@ -17,12 +18,16 @@ import io
 import itertools
 import json
 import logging
+import operator
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
+import msgspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
@@ -36,7 +41,8 @@ log = logging.getLogger(__name__)
 
 LINEAGE = ["_batch_id", "_source_file", "_source_sha256", "_row_number", "_ingested_at", "_delivery_date"]
 CSV_BLOCK = 32 << 20  # bytes of CSV per streaming batch
-JSON_BATCH = 200_000  # lines of JSON per streaming batch
+JSON_BLOCK = 32 << 20  # bytes of JSON Lines per streaming batch
+JSON_BATCH = 200_000  # lines of JSON per batch on the stdlib (reference) path
 ROW_GROUP = 1_000_000
 
 
@@ -128,8 +134,10 @@ def check_contract(ds: Dataset, header: list[str], source: str) -> None:
 
 
 # --------------------------------------------------------------------------------- parsing
-def _csv_header(path: Path, encoding: str) -> list[str]:
-    with open(path, "r", encoding=encoding, newline="") as fh:
+def _csv_header(path: Path, encoding: str, data: Path | None = None) -> list[str]:
+    """``data``: where to read ``path``'s text from instead (its UTF-8 transcoding; messages
+    still name ``path``)."""
+    with open(data or path, "r", encoding="utf-8" if data else encoding, newline="") as fh:
         try:
             header = next(csv.reader(fh))
         except StopIteration:
@@ -147,8 +155,13 @@ def _locate_bad_csv_row(path: Path, encoding: str, ncols: int) -> tuple[int, str
     return 0, "unparseable CSV"
 
 
-def iter_csv(path: Path, encoding: str, header: list[str]) -> Iterator[pa.RecordBatch]:
-    """Stream record batches of strings; '' stays '' (as delivered)."""
+def iter_csv(path: Path, encoding: str, header: list[str], data: Path | None = None) -> Iterator[pa.RecordBatch]:
+    """Stream record batches of strings; '' stays '' (as delivered). ``data``: read the text
+    from this UTF-8 transcoding of ``path`` (decoded once by ``encoding.detect_file``)."""
+    if data is not None:
+        path_read, encoding = data, "utf-8"
+    else:
+        path_read = path
     codec = "utf-8" if encoding == "utf-8-sig" else encoding  # Arrow skips the UTF-8 BOM itself
     ro = pacsv.ReadOptions(encoding=codec, block_size=CSV_BLOCK, column_names=header, skip_rows=1)
     po = pacsv.ParseOptions(newlines_in_values=True)
@@ -158,12 +171,12 @@ def iter_csv(path: Path, encoding: str, header: list[str]) -> Iterator[pa.Record
         quoted_strings_can_be_null=False,
         null_values=[],
     )
-    reader = pacsv.open_csv(path, read_options=ro, parse_options=po, convert_options=co)
+    reader = pacsv.open_csv(path_read, read_options=ro, parse_options=po, convert_options=co)
     try:
         for b in reader:
             yield b
     except pa.ArrowInvalid as e:
-        row, why = _locate_bad_csv_row(path, encoding, len(header))
+        row, why = _locate_bad_csv_row(path_read, encoding, len(header))
         raise ParseError("parse.malformed_row", f"{path}: row {row}: rule parse.malformed_row: {why} ({e})", row=row)
 
 
@@ -190,19 +203,83 @@ def _jsonl_object(line: str, lineno: int, source: str, colset: set[str]) -> dict
     return obj
 
 
-def iter_jsonl(path: Path, encoding: str, columns: list[str], source: str) -> Iterator[pa.RecordBatch]:
-    """JSON Lines; numbers come back as the exact text delivered (parse_int/parse_float=str).
+# an int literal -0 (msgspec returns int 0 for it, whose str() is "0"): such a block goes the stdlib way
+_NEG_ZERO = re.compile(rb"-0(?![0-9.eE])")
 
-    Fast path: a batch of lines is decoded by ONE ``JSONDecoder.decode`` of ``[line,line,...]``
-    (1.5x faster than a json.loads per line, docs/performance.md); if that fails, yields other
-    than one object per line, or any object has an unexpected field, the batch is parsed line
-    by line, which raises naming the first bad line (row numbers are the file's line numbers;
-    blank lines are skipped)."""
-    schema = pa.schema([(c, pa.string()) for c in columns])
-    colset = set(columns)
-    decoder = json.JSONDecoder(parse_int=str, parse_float=str)
-    lineno = 0
-    with open(path, "r", encoding=encoding, newline="") as fh:
+
+class _JsonlReader:
+    """JSON Lines -> record batches of strings; every value exactly as the stdlib reference
+    (``json.loads(line, parse_int=str, parse_float=str)``, then ``_jsonl_value``) gives it.
+
+    The file is read in blocks of whole lines (bytes). A block takes the fast path: msgspec
+    decodes each non-blank line on its own into a struct of the declared columns (an unknown
+    field, a non-object line or invalid JSON fails it), floats come back as their literal text
+    (``float_hook=str``), ints as Python ints whose ``str()`` is the literal (JSON ints have no
+    '+' and no leading zeros; ``-0`` is screened out above), true/false/null as stdlib does.
+    Anything the fast path does not handle exactly as the reference does -- a line that does not
+    decode, a nested array/object value, a lone CR (the stdlib reader splits lines at it), a
+    possible ``-0`` -- sends the whole block the reference way (``_stdlib_batches``), which
+    yields the same values or raises naming the first bad line, as before."""
+
+    def __init__(self, columns: list[str], source: str):
+        self.columns = columns
+        self.source = source
+        self.colset = set(columns)
+        self.schema = pa.schema([(c, pa.string()) for c in columns])
+        fields = [f"f{i}" for i in range(len(columns))]
+        row = msgspec.defstruct("JsonlRow", [(f, Any, None) for f in fields], rename=dict(zip(fields, columns)),
+                                forbid_unknown_fields=True, gc=False)
+        self.decoder = msgspec.json.Decoder(row, float_hook=str)
+        self.getters = [operator.attrgetter(f) for f in fields]
+        self.stdlib = json.JSONDecoder(parse_int=str, parse_float=str)
+
+    def batches(self, path: Path, strip_bom: bool) -> Iterator[pa.RecordBatch]:
+        lineno = 0  # lines before the current block
+        for block in _line_blocks(path, strip_bom):
+            lines = block.split(b"\n")
+            if not lines[-1]:
+                lines.pop()  # the block ends with a newline
+            rb = self._fast(block, lines, lineno)
+            if rb is None:
+                yield from self._stdlib_batches(block, lineno)
+            elif rb.num_rows:
+                yield rb
+            lineno += len(lines)
+
+    def _fast(self, block: bytes, lines: list[bytes], lineno: int) -> pa.RecordBatch | None:
+        cr = block.count(b"\r")
+        if (cr and cr != block.count(b"\r\n")) or _NEG_ZERO.search(block):
+            return None
+        texts = [t for t in lines if t.strip()]  # blank = ASCII whitespace only, else msgspec fails
+        if len(texts) == len(lines):
+            numbers = pa.array(np.arange(lineno + 1, lineno + len(lines) + 1, dtype=np.int64))
+        else:
+            numbers = pa.array([i for i, t in enumerate(lines, start=lineno + 1) if t.strip()], pa.int64())
+        try:
+            objs = list(map(self.decoder.decode, texts))
+        except Exception:  # noqa: BLE001 - whatever msgspec rejects, the reference path decides
+            return None
+        arrays = []
+        for get in self.getters:
+            vals = list(map(get, objs))
+            kinds = set(map(type, vals))
+            kinds.discard(str)
+            kinds.discard(type(None))
+            if kinds:
+                if not kinds <= {int, bool}:
+                    return None  # nested array/object: re-dumped by the reference path
+                vals = [v if v is None or type(v) is str else ("true" if v else "false") if type(v) is bool
+                        else str(v) for v in vals]
+            arrays.append(pa.array(vals, pa.string()))
+        rb = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+        return rb.append_column("_line", numbers)
+
+    def _stdlib_batches(self, block: bytes, lineno: int) -> Iterator[pa.RecordBatch]:
+        """The reference: text lines split as the text-mode file reader splits them (universal
+        newlines, untranslated), one ``JSONDecoder.decode`` of ``[line,line,...]`` per batch,
+        line by line (naming the first bad line) if that fails or yields anything else than one
+        object per line with known fields; blank lines skipped, row numbers = line numbers."""
+        fh = io.StringIO(block.decode("utf-8"), newline="")
         while True:
             lines = list(itertools.islice(fh, JSON_BATCH))
             if not lines:
@@ -216,15 +293,50 @@ def iter_jsonl(path: Path, encoding: str, columns: list[str], source: str) -> It
             if not texts:
                 continue
             try:
-                objs = decoder.decode("[" + ",".join(texts) + "]")
-                ok = len(objs) == len(texts) and all(type(o) is dict and colset.issuperset(o) for o in objs)
+                objs = self.stdlib.decode("[" + ",".join(texts) + "]")
+                ok = len(objs) == len(texts) and all(type(o) is dict and self.colset.issuperset(o) for o in objs)
             except json.JSONDecodeError:
                 ok = False
             if not ok:
-                objs = [_jsonl_object(t, i, source, colset) for i, t in zip(numbers, texts)]
-            cols = {c: [_jsonl_value(o.get(c)) for o in objs] for c in columns}
+                objs = [_jsonl_object(t, i, self.source, self.colset) for i, t in zip(numbers, texts)]
+            cols = {c: [_jsonl_value(o.get(c)) for o in objs] for c in self.columns}
             cols["_row_number"] = numbers
-            yield _json_batch(cols, columns, schema)
+            yield _json_batch(cols, self.columns, self.schema)
+
+
+def _line_blocks(path: Path, strip_bom: bool) -> Iterator[bytes]:
+    """The file's bytes in blocks of about JSON_BLOCK ending after a LF (the last block may not)."""
+    rest = b""
+    with open(path, "rb") as fh:
+        first = True
+        while True:
+            chunk = fh.read(JSON_BLOCK)
+            if first:
+                first = False
+                if strip_bom and chunk.startswith(codecs.BOM_UTF8):
+                    chunk = chunk[len(codecs.BOM_UTF8):]
+            if not chunk:
+                if rest:
+                    yield rest
+                return
+            buf = rest + chunk if rest else chunk
+            cut = buf.rfind(b"\n") + 1
+            if cut == 0:
+                rest = buf
+                continue
+            rest = buf[cut:]
+            yield buf[:cut]
+
+
+def iter_jsonl(path: Path, encoding: str, columns: list[str], source: str,
+               data: Path | None = None) -> Iterator[pa.RecordBatch]:
+    """JSON Lines; numbers come back as the exact text delivered (as stdlib ``json`` with
+    parse_int/parse_float=str gives them; see ``_JsonlReader``). Row numbers are the file's
+    line numbers; blank lines are skipped. ``data``: the UTF-8 transcoding of ``path`` (a
+    GB18030 file, decoded once by ``encoding.detect_file``); else ``path`` must be UTF-8."""
+    if data is None and encoding != "utf-8-sig":
+        raise ValueError(f"{path}: {encoding} JSON Lines need their UTF-8 transcoding (data=)")
+    yield from _JsonlReader(columns, source).batches(data or path, strip_bom=data is None)
 
 
 def _json_batch(cols, columns, schema) -> pa.RecordBatch:
@@ -234,10 +346,10 @@ def _json_batch(cols, columns, schema) -> pa.RecordBatch:
     return rb.append_column("_line", pa.array(cols["_row_number"], pa.int64()))
 
 
-def jsonl_missing_columns(ds: Dataset, path: Path, encoding: str, source: str) -> None:
+def jsonl_missing_columns(ds: Dataset, path: Path, encoding: str, source: str, data: Path | None = None) -> None:
     """A field that never appears in any record is a missing column."""
     seen: set[str] = set()
-    with open(path, "r", encoding=encoding) as fh:
+    with open(data or path, "r", encoding="utf-8" if data else encoding) as fh:
         for line in fh:
             if line.strip():
                 try:
@@ -343,16 +455,20 @@ def ingest_file(lake: Lake, ledger: Ledger, ds: Dataset, delivery_date: str, pat
     final_dir = lake.raw_batch(ds.dept, ds.name, batch_id)
     tmp_dir = final_dir.with_name(f".{batch_id}.tmp")
     shutil.rmtree(tmp_dir, ignore_errors=True)
+    # a non-UTF-8 delivery is decoded once, while its encoding is checked, into this UTF-8 copy
+    utf8 = lake.meta_root / "extract_tmp" / f"{ds.id}.{batch_id}.utf8"
+    utf8.parent.mkdir(parents=True, exist_ok=True)
     detail: dict = {}
     try:
-        res.encoding = enc.detect_file(path)
+        res.encoding = enc.detect_file(path, transcode_to=utf8)
+        data = utf8 if res.encoding != "utf-8-sig" else None
         if ds.format == "csv":
-            header = _csv_header(path, res.encoding)
+            header = _csv_header(path, res.encoding, data)
             check_contract(ds, header, source_file)
-            batches = iter_csv(path, res.encoding, header)
+            batches = iter_csv(path, res.encoding, header, data)
         elif ds.format == "jsonl":
-            jsonl_missing_columns(ds, path, res.encoding, source_file)
-            batches = iter_jsonl(path, res.encoding, ds.column_names, source_file)
+            jsonl_missing_columns(ds, path, res.encoding, source_file, data)
+            batches = iter_jsonl(path, res.encoding, ds.column_names, source_file, data)
         else:
             raise ParseError("format.unsupported", f"{source_file}: rule format.unsupported: format {ds.format!r}")
         res.rows = _write_batches(batches, tmp_dir, ds.column_names, batch_id=batch_id, source_file=source_file,
@@ -368,6 +484,8 @@ def ingest_file(lake: Lake, ledger: Ledger, ds: Dataset, delivery_date: str, pat
     except (ContractError, ParseError) as e:
         res.status, res.reason, res.message = "quarantined", e.rule, str(e).replace(str(path), source_file)
         detail = {"row": e.row, "rule": e.rule, "columns": getattr(e, "columns", [])}
+    finally:
+        utf8.unlink(missing_ok=True)
     if res.status == "quarantined":
         shutil.rmtree(tmp_dir, ignore_errors=True)
         res.rows = 0
