@@ -24,7 +24,7 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Generator, Iterator
 
 import msgspec
 import numpy as np
@@ -171,8 +171,8 @@ def iter_csv(path: Path, encoding: str, header: list[str], data: Path | None = N
         quoted_strings_can_be_null=False,
         null_values=[],
     )
-    reader = pacsv.open_csv(path_read, read_options=ro, parse_options=po, convert_options=co)
-    try:
+    try:  # (open_csv parses the first block already: a bad row there is reported the same way)
+        reader = pacsv.open_csv(path_read, read_options=ro, parse_options=po, convert_options=co)
         for b in reader:
             yield b
     except pa.ArrowInvalid as e:
@@ -203,8 +203,9 @@ def _jsonl_object(line: str, lineno: int, source: str, colset: set[str]) -> dict
     return obj
 
 
-# an int literal -0 (msgspec returns int 0 for it, whose str() is "0"): such a block goes the stdlib way
-_NEG_ZERO = re.compile(rb"-0(?![0-9.eE])")
+# an int literal -0 as a value (msgspec returns int 0 for it, whose str() is "0"): such a block goes
+# the stdlib way (the pattern may also match inside a string: that costs time, not exactness)
+_NEG_ZERO = re.compile(rb"[:\[,][ \t\r\n]*-0(?![0-9.eE])")
 
 
 class _JsonlReader:
@@ -240,9 +241,10 @@ class _JsonlReader:
             if not lines[-1]:
                 lines.pop()  # the block ends with a newline
             rb = self._fast(block, lines, lineno)
-            if rb is None:
-                yield from self._stdlib_batches(block, lineno)
-            elif rb.num_rows:
+            if rb is None:  # (a lone CR ends a line there, so it counts the lines itself)
+                lineno = yield from self._stdlib_batches(block, lineno)
+                continue
+            if rb.num_rows:
                 yield rb
             lineno += len(lines)
 
@@ -262,28 +264,29 @@ class _JsonlReader:
         arrays = []
         for get in self.getters:
             vals = list(map(get, objs))
-            kinds = set(map(type, vals))
-            kinds.discard(str)
-            kinds.discard(type(None))
-            if kinds:
-                if not kinds <= {int, bool}:
-                    return None  # nested array/object: re-dumped by the reference path
-                vals = [v if v is None or type(v) is str else ("true" if v else "false") if type(v) is bool
-                        else str(v) for v in vals]
-            arrays.append(pa.array(vals, pa.string()))
+            try:
+                arrays.append(pa.array(vals, pa.string()))  # accepts str and None only
+                continue
+            except (pa.ArrowTypeError, pa.ArrowInvalid):
+                pass
+            if not {type(v) for v in vals} <= {str, type(None), int, bool}:
+                return None  # nested array/object: re-dumped by the reference path
+            arrays.append(pa.array([v if v is None or type(v) is str else ("true" if v else "false")
+                                    if type(v) is bool else str(v) for v in vals], pa.string()))
         rb = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
         return rb.append_column("_line", numbers)
 
-    def _stdlib_batches(self, block: bytes, lineno: int) -> Iterator[pa.RecordBatch]:
+    def _stdlib_batches(self, block: bytes, lineno: int) -> Generator[pa.RecordBatch, None, int]:
         """The reference: text lines split as the text-mode file reader splits them (universal
         newlines, untranslated), one ``JSONDecoder.decode`` of ``[line,line,...]`` per batch,
         line by line (naming the first bad line) if that fails or yields anything else than one
-        object per line with known fields; blank lines skipped, row numbers = line numbers."""
+        object per line with known fields; blank lines skipped, row numbers = line numbers.
+        Returns the line number of the block's last line."""
         fh = io.StringIO(block.decode("utf-8"), newline="")
         while True:
             lines = list(itertools.islice(fh, JSON_BATCH))
             if not lines:
-                break
+                return lineno
             numbers, texts = [], []
             for i, line in enumerate(lines, start=lineno + 1):
                 if line.strip():
@@ -375,6 +378,8 @@ def _write_batches(batches: Iterator[pa.RecordBatch], out_dir: Path, columns: li
            ("_delivery_date", pa.string())]
     )
     out_dir.mkdir(parents=True, exist_ok=True)
+    lineage = [pa.scalar(batch_id, pa.string()), pa.scalar(source_file, pa.string()), pa.scalar(sha, pa.string()),
+               pa.scalar(ingested_at, pa.timestamp("us", tz="UTC")), pa.scalar(delivery_date, pa.string())]
     writer = pq.ParquetWriter(out_dir / "part-00000.parquet", schema, compression="zstd")
     total = 0
     try:
@@ -385,14 +390,11 @@ def _write_batches(batches: Iterator[pa.RecordBatch], out_dir: Path, columns: li
             if "_line" in rb.schema.names:
                 rownum = rb.column(rb.schema.get_field_index("_line"))
             else:
-                rownum = pa.array(range(total + 1, total + n + 1), pa.int64())
+                rownum = pa.array(np.arange(total + 1, total + n + 1, dtype=np.int64))
             arrays = [rb.column(rb.schema.get_field_index(c)) for c in columns] + [
-                pa.array([batch_id] * n, pa.string()),
-                pa.array([source_file] * n, pa.string()),
-                pa.array([sha] * n, pa.string()),
+                pa.repeat(lineage[0], n), pa.repeat(lineage[1], n), pa.repeat(lineage[2], n),
                 rownum,
-                pa.array([ingested_at] * n, pa.timestamp("us", tz="UTC")),
-                pa.array([delivery_date] * n, pa.string()),
+                pa.repeat(lineage[3], n), pa.repeat(lineage[4], n),
             ]
             writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema), row_group_size=ROW_GROUP)
             total += n

@@ -58,3 +58,31 @@ def test_large_file_detected_in_streaming_chunks(tmp_path, monkeypatch):
     text = ("张三,北京市东城区\n" * 2000)
     p = _write(tmp_path, "big.csv", text.encode("gb18030"))
     assert encoding.detect_file(p) == "gb18030"
+
+
+def test_transcode_to_writes_the_decoded_text_as_utf8(tmp_path, monkeypatch):
+    monkeypatch.setattr(encoding, "_CHUNK", 7)  # multi-byte characters split across chunks
+    text = "企业名称,住所\r\n䶮𠀀科技有限公司,福建省厦门市\n\n"
+    p = _write(tmp_path, "gb.csv", text.encode("gb18030"))
+    out = tmp_path / "gb.utf8"
+    assert encoding.detect_file(p, transcode_to=out) == "gb18030"
+    assert out.read_bytes() == text.encode("utf-8")
+
+
+def test_transcode_to_leaves_utf8_files_alone(tmp_path):
+    p = _write(tmp_path, "u.csv", "登记类型\n结婚\n".encode("utf-8-sig"))
+    out = tmp_path / "u.utf8"
+    assert encoding.detect_file(p, transcode_to=out) == "utf-8-sig"
+    assert not out.exists()
+
+
+def test_transcode_to_fails_like_detection_and_leaves_nothing(tmp_path):
+    data = "张三\n".encode("gb18030") * 3 + b"\x81\xff\n"
+    p = _write(tmp_path, "bad.csv", data)
+    out = tmp_path / "bad.utf8"
+    with pytest.raises(encoding.UndecodableError) as plain:
+        encoding.detect_file(p)
+    with pytest.raises(encoding.UndecodableError) as transcoding:
+        encoding.detect_file(p, transcode_to=out)
+    assert str(transcoding.value) == str(plain.value) and transcoding.value.line == 4
+    assert not out.exists()
