@@ -74,6 +74,10 @@ def build_standardized(lake: Lake, run_id: str, *, full_refresh: bool = False) -
     if full_refresh:
         args.append("--full-refresh")
         _clear_gated(lake)
+    # create the gate record table before dbt: the stg_ models would otherwise both run
+    # `create table if not exists` on their two threads, which DuckDB can refuse (write-write
+    # conflict on create) on a first build
+    _record_gated(lake, run_id, {})
     run = run_dbt(args, lake=lake, build_dir=build_dir, select=STANDARDIZED_SELECT)
     q = build_dir / "standardized" / "quarantine_rows.parquet"
     if q.exists():  # the quarantine zone keeps every run's rejected rows

@@ -5,6 +5,14 @@ next-day change set (benchmarks/changeset.py: change files with 1 % changed rows
 feeds, 1 % new rows for incremental feeds) and runs again: only the new batches are extracted,
 standardized and validated. Lake B gets both days' landing files at once and runs once.
 
+Days 3 and 4 go on from there (lake C is the full rebuild of all four days' files): day 3 brings
+corrected redeliveries that supersede day-2 batches (the marriage file, with another husband: the
+rows of the person named before the correction and of the one named after are recomputed; the
+household change file, with a row fewer: that person falls back to the snapshot row); day 4 a new full tax snapshot with two
+entities gone (a deletion) and one changed. The shared build of each day must take the path the
+design says (docs/adr/0010): touched keys only, or a full rebuild of what a new full snapshot
+reaches; the compiled SQL of each incremental model names its mode.
+
 "Byte-for-byte" here means: for every shared product, the current published Parquet file of A
 and of B are the identical byte sequence (same SHA-256). Outputs are written by DuckDB with an
 ORDER BY on each product's unique key, so identical content gives identical files; the test
@@ -13,8 +21,10 @@ also compares the sorted row content so that a failure says which rows differ.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -29,7 +39,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import changeset  # noqa: E402
 
 pytestmark = pytest.mark.integration
-DAY1, DAY2 = "2026-11-20", "2026-11-21"
+DAY1, DAY2, DAY3, DAY4 = "2026-11-20", "2026-11-21", "2026-11-22", "2026-11-23"
+MODE = re.compile(r"-- govlake_(?:dedup|touched): (all|keys|none)")
+
+
+def _modes(lake: Lake) -> dict[str, str]:
+    """model -> the mode its compiled SQL of the last shared build names (all / keys / none)."""
+    out = {}
+    for f in (lake.meta_root / "dbt" / "target" / "compiled").rglob("*.sql"):
+        m = MODE.search(f.read_text(encoding="utf-8"))
+        if m:
+            out[f.stem] = m.group(1)
+    return out
 
 
 def _run(lake: Lake, run_id: str) -> dict:
@@ -39,12 +60,78 @@ def _run(lake: Lake, run_id: str) -> dict:
     batches = transform.run_batches(lake, run_id)
     transform.gate_standardized(lake, run_id)
     transform.build_shared(lake, run_id)
+    modes = _modes(lake)
     transform.gate_shared(lake, run_id)
-    return {"batches": batches, "published": transform.publish_layer(lake, run_id)}
+    return {"batches": batches, "modes": modes, "published": transform.publish_layer(lake, run_id)}
 
 
-def _q(sql: str):
-    return duckdb.connect().execute(sql)
+def _ds(fid: str) -> metadata.Dataset:
+    return next(d for d in metadata.datasets() if d.id == fid)
+
+
+def _enc(ds: metadata.Dataset) -> str:
+    return {"gb18030": "gb18030", "utf-8-sig": "utf-8-sig"}.get(ds.encoding, "utf-8")
+
+
+def _read_csv(ds: metadata.Dataset, path: Path) -> tuple[list[str], list[list[str]]]:
+    with open(path, encoding=_enc(ds), newline="") as fh:
+        rows = list(csv.reader(fh))
+    return rows[0], rows[1:]
+
+
+def _write_csv(ds: metadata.Dataset, path: Path, header: list[str], rows: list[list[str]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding=_enc(ds), newline="") as fh:
+        w = csv.writer(fh, lineterminator="\r\n")
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def _day3_corrections(lake: Lake) -> dict:
+    """Corrected redeliveries (same file name and date, other content: a new batch that
+    supersedes the first): the day-2 marriage file with another husband on its first row, the
+    day-2 household change file without its first row and another address on the others."""
+    info = {}
+    ds = _ds("civil_affairs.marriage_registration")
+    path = lake.landing(ds.dept, ds.name, DAY2) / f"{ds.name}_{DAY2.replace('-', '')}.{ds.format}"
+    header, rows = _read_csv(ds, path)
+    _, day1 = _read_csv(ds, next(lake.landing(ds.dept, ds.name, DAY1).glob("*.csv")))
+    h = header.index("男方身份证号")
+    info["old_husband"], rows[0][h] = rows[0][h], day1[-1][h]
+    info["new_husband"] = rows[0][h]
+    _write_csv(ds, path, header, rows)
+    ds = _ds("public_security.household_registration")
+    path = next(lake.landing(ds.dept, ds.name, DAY2).glob("*.delta.*"))
+    header, rows = _read_csv(ds, path)
+    assert len(rows) >= 2
+    a = header.index("户籍地址")
+    info["reverted_row"] = rows[0]
+    rows = [r[:a] + [r[a].replace("（变更）", "（更正）")] + r[a + 1:] for r in rows[1:]]
+    _write_csv(ds, path, header, rows)
+    return info
+
+
+def _day4_tax_snapshot(lake: Lake) -> dict:
+    """A new full tax snapshot: the day-1 rows without the first two (deregistered), the
+    third with another tax authority."""
+    ds = _ds("tax.taxpayer_registration")
+    header, rows = _read_csv(ds, next(lake.landing(ds.dept, ds.name, DAY1).glob("*.csv")))
+    gone = [r[header.index("纳税人识别号")] for r in rows[:2]]
+    rows = rows[2:]
+    t = header.index("主管税务机关")
+    rows[0][t] = rows[0][t] + "（更名）"
+    _write_csv(ds, lake.landing(ds.dept, ds.name, DAY4) / f"{ds.name}_{DAY4.replace('-', '')}.csv", header, rows)
+    return {"gone": gone}
+
+
+def _keep_current(lake: Lake, dest: Path) -> Path:
+    for product in transform.shared_products():
+        shutil.copytree(lake.current_dir(product), dest / product)
+    return dest
+
+
+def _q(sql: str, params=None):
+    return duckdb.connect().execute(sql, params or [])
 
 
 def _sha(p: Path) -> str:
@@ -55,18 +142,31 @@ def _sha(p: Path) -> str:
 def lakes(tmp_path_factory):
     base = tmp_path_factory.mktemp("incremental")
     old = os.environ.get("GOVLAKE_LAKE_ROOT")
-    a, b = Lake(base / "a").ensure(), Lake(base / "b").ensure()
+    a, b, c = Lake(base / "a").ensure(), Lake(base / "b").ensure(), Lake(base / "c").ensure()
+
+    def run(lake: Lake, run_id: str) -> dict:
+        os.environ["GOVLAKE_LAKE_ROOT"] = str(lake.root)
+        return _run(lake, run_id)
+
     try:
         os.environ["GOVLAKE_LAKE_ROOT"] = str(a.root)
         generate.generate(a, people=200, date=DAY1, seed=7, progress=False)
-        day1 = _run(a, "day1")
+        day1 = run(a, "day1")
         change = changeset.write_next_day(a, DAY1, DAY2)
-        day2 = _run(a, "day2")
+        day2 = run(a, "day2")
+        a_day2 = _keep_current(a, base / "a_day2")
         shutil.copytree(a.landing_root, b.landing_root, dirs_exist_ok=True)
-        os.environ["GOVLAKE_LAKE_ROOT"] = str(b.root)
-        full = _run(b, "full")
+        full = run(b, "full")
+        day3_info = _day3_corrections(a)
+        day3 = run(a, "day3")
+        day4_info = _day4_tax_snapshot(a)
+        day4 = run(a, "day4")
+        shutil.copytree(a.landing_root, c.landing_root, dirs_exist_ok=True)
+        full4 = run(c, "full4")
         os.environ["GOVLAKE_LAKE_ROOT"] = str(a.root)
-        yield a, b, {"day1": day1, "day2": day2, "full": full, "change": change}
+        yield a, b, {"day1": day1, "day2": day2, "full": full, "change": change, "a_day2": a_day2,
+                     "c": c, "day3": day3, "day3_info": day3_info, "day4": day4, "day4_info": day4_info,
+                     "full4": full4}
     finally:
         if old is None:
             os.environ.pop("GOVLAKE_LAKE_ROOT", None)
@@ -97,14 +197,13 @@ def test_next_day_standardizes_and_validates_only_new_batches(lakes):
         assert days <= {DAY2}, (ds.id, days)
 
 
-def test_incremental_published_content_equals_full_rebuild(lakes):
-    a, b, r = lakes
+def _assert_same_products(dirs_a: dict[str, Path], dirs_b: dict[str, Path]) -> None:
     products = transform.shared_products()
     assert products
     for product in products:
-        fa = sorted(a.current_dir(product).glob("*.parquet"))
-        fb = sorted(b.current_dir(product).glob("*.parquet"))
-        assert [f.name for f in fa] == [f.name for f in fb], product
+        fa = sorted(dirs_a[product].glob("*.parquet"))
+        fb = sorted(dirs_b[product].glob("*.parquet"))
+        assert fa and [f.name for f in fa] == [f.name for f in fb], product
         for x, y in zip(fa, fb):
             # sorted row content first (a readable failure), then the bytes
             # hive_partitioning off: the version folder v=<n> is not a column of the data
@@ -115,9 +214,58 @@ def test_incremental_published_content_equals_full_rebuild(lakes):
             assert _sha(x) == _sha(y), f"{product}: same rows but the files differ ({x} vs {y})"
 
 
+def test_incremental_published_content_equals_full_rebuild(lakes):
+    _, b, r = lakes
+    products = transform.shared_products()
+    _assert_same_products({p: r["a_day2"] / p for p in products}, {p: b.current_dir(p) for p in products})
+
+
+def test_next_day_shared_build_recomputes_only_touched_keys(lakes):
+    """Day 2 (change files, new incremental rows): every int_ and product table takes the
+    touched-keys path, none is rebuilt whole; the first build and the full rebuild are whole."""
+    _, _, r = lakes
+    modes = r["day2"]["modes"]
+    incremental = [m for m in modes if m.startswith("int_")]
+    assert len(incremental) == 10, modes  # 6 feeds, latest marriage event, 3 product tables
+    assert {m: v for m, v in modes.items() if v != "keys"} == {}, modes
+    assert set(r["day1"]["modes"].values()) == {"all"} and set(r["full"]["modes"].values()) == {"all"}
+
+
+def test_superseding_corrections_and_a_new_snapshot_equal_full_rebuild(lakes):
+    a, _, r = lakes
+    products = transform.shared_products()
+    _assert_same_products({p: a.current_dir(p) for p in products}, {p: r["c"].current_dir(p) for p in products})
+    m3, m4 = r["day3"]["modes"], r["day4"]["modes"]
+    # day 3: corrections touch keys only; feeds without a new batch recompute nothing
+    assert m3["int_civil_affairs__marriage_registration"] == "keys"
+    assert m3["int_public_security__household_registration"] == "keys"
+    assert m3["int_tax__taxpayer_registration"] == "none"
+    assert m3["int_population_base"] == "keys" and m3["int_marriage_latest_event"] == "keys"
+    # day 4: a new full snapshot replaces the whole feed, and what it reaches is rebuilt whole
+    assert m4["int_tax__taxpayer_registration"] == "all"
+    assert m4["int_legal_entity_base"] == "all" and m4["int_population_base"] == "all"
+    assert m4["int_public_security__household_registration"] == "none"
+    assert m4["int_marriage_household_check"] == "none"
+
+
+def test_corrections_reach_the_products(lakes):
+    """What the day-3/day-4 deliveries change is visible in the published products."""
+    a, _, r = lakes
+    info3, info4 = r["day3_info"], r["day4_info"]
+    pb = next(a.current_dir("population_base").glob("*.parquet"))
+    le = next(a.current_dir("legal_entity_base").glob("*.parquet"))
+    new = _q(f"select known_by from '{pb}' where id_number = ?", [info3["new_husband"]]).fetchone()
+    assert new and "civil_affairs" in new[0]
+    assert _q(f"select count(*) from '{pb}' where address like '%（更正）'").fetchone()[0] > 0
+    assert _q(f"select count(*) from '{pb}' where address like '%（变更）'").fetchone()[0] == 0
+    gone = _q(f"select count(*) from '{le}' where uscc in (select unnest(?)) and in_tax", [info4["gone"]]).fetchone()[0]
+    assert gone == 0
+    assert _q(f"select count(*) from '{le}' where tax_authority like '%（更名）'").fetchone()[0] == 1
+
+
 def test_change_files_are_applied(lakes):
     """The changed rows of a snapshot feed reach the shared layer (household address '（变更）')."""
-    a, _, _ = lakes
-    pb = next(a.current_dir("population_base").glob("*.parquet"))
+    _, _, r = lakes
+    pb = next((r["a_day2"] / "population_base").glob("*.parquet"))
     changed = _q(f"select count(*) from '{pb}' where address like '%（变更）'").fetchone()[0]
     assert changed > 0

@@ -269,3 +269,25 @@ where {{ glx_not_distinct('t', 'k', keycols) }};
 insert into {{ target }} ({{ cols | join(', ') }})
 select {{ cols | join(', ') }} from {{ temp }}
 {%- endmacro %}
+
+
+{#- ------------------------------------------------------------------ product files -#}
+
+{% macro glx_nullable_columns(relation) -%}
+  {#- The select list of a product file: every column of `relation`, unchanged, declared
+      nullable (optional) in the Parquet schema. DuckDB writes a column as *required* when the
+      statistics of its input say it holds no null, and a table's statistics depend on its
+      history (a deleted row's null still counts): an incrementally maintained table and a fresh
+      full build with the same rows would give different file schemas, hence different bytes.
+      `case when c is not null then c end` is the identity on values; its statistics say "may
+      be null", so the schema no longer depends on how the table was built. -#}
+  {%- if not execute -%}
+    {{- return('*') -}}
+  {%- endif -%}
+  {%- set out = [] -%}
+  {%- for c in adapter.get_columns_in_relation(relation) -%}
+    {%- set q = adapter.quote(c.name) -%}
+    {%- do out.append('case when ' ~ q ~ ' is not null then ' ~ q ~ ' end as ' ~ q) -%}
+  {%- endfor -%}
+  {{- return(out | join(',\n    ')) -}}
+{%- endmacro %}
