@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 CANDIDATES = ("utf-8-sig", "gb18030")
-_CHUNK = 4 << 20
+_CHUNK = 4 << 20  # a failure's byte offset and line are computed per chunk of this size
+_FAST_CHUNK = 1 << 20  # decode in smaller pieces (far fewer page faults); a failure is re-run at _CHUNK
 
 
 @dataclass(frozen=True)
@@ -42,14 +43,14 @@ class UndecodableError(ValueError):
         super().__init__(f"{path}: line {best.line}: rule encoding.undecodable: not valid UTF-8 or GB18030 ({tried})")
 
 
-def _try_stream(path: Path, encoding: str, sink: BinaryIO | None = None) -> DecodeFailure | None:
+def _try_stream(path: Path, encoding: str, sink: BinaryIO | None = None, size: int | None = None) -> DecodeFailure | None:
     """Decode the whole file strictly; the decoded text goes to ``sink`` as UTF-8 if given."""
     dec = codecs.getincrementaldecoder(encoding)(errors="strict")
     offset = 0
     newlines = 0
     with open(path, "rb") as fh:
         while True:
-            chunk = fh.read(_CHUNK)
+            chunk = fh.read(size or _CHUNK)
             final = not chunk
             try:
                 text = dec.decode(chunk, final=final)
@@ -78,12 +79,14 @@ def detect_file(path: Path | str, transcode_to: Path | str | None = None) -> str
     failures = []
     for enc in CANDIDATES:
         if transcode_to is None or enc == "utf-8-sig":
-            fail = _try_stream(path, enc)
+            fail = _try_stream(path, enc, size=_FAST_CHUNK)
         else:
             with open(transcode_to, "wb") as sink:
-                fail = _try_stream(path, enc, sink)
+                fail = _try_stream(path, enc, sink, size=_FAST_CHUNK)
             if fail is not None:
                 os.unlink(transcode_to)
+        if fail is not None and _FAST_CHUNK != _CHUNK:
+            fail = _try_stream(path, enc)  # the failure exactly as reported at the _CHUNK size
         if fail is None:
             return enc
         failures.append(fail)

@@ -86,3 +86,16 @@ def test_transcode_to_fails_like_detection_and_leaves_nothing(tmp_path):
         encoding.detect_file(p, transcode_to=out)
     assert str(transcoding.value) == str(plain.value) and transcoding.value.line == 4
     assert not out.exists()
+
+
+def test_failure_reported_as_at_the_detection_chunk_size(tmp_path, monkeypatch):
+    """Decoding runs in small pieces, but a failure's byte offset and line are those the
+    detection chunk size gives (re-run), whatever the piece size."""
+    monkeypatch.setattr(encoding, "_CHUNK", 64)
+    monkeypatch.setattr(encoding, "_FAST_CHUNK", 5)
+    data = ("张三,北京市东城区\n" * 20).encode("gb18030") + b"\x81\xff\n"
+    p = _write(tmp_path, "bad.csv", data)
+    with pytest.raises(encoding.UndecodableError) as e:
+        encoding.detect_file(p, transcode_to=tmp_path / "bad.utf8")
+    assert e.value.failures == [encoding._try_stream(p, enc) for enc in encoding.CANDIDATES]
+    assert e.value.line == 21
