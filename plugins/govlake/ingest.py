@@ -40,7 +40,7 @@ from govlake.storage import Lake, atomic_write_text
 log = logging.getLogger(__name__)
 
 LINEAGE = ["_batch_id", "_source_file", "_source_sha256", "_row_number", "_ingested_at", "_delivery_date"]
-CSV_BLOCK = 32 << 20  # bytes of CSV per streaming batch
+CSV_BLOCK = 16 << 20  # bytes of CSV per streaming batch
 JSON_BLOCK = 2 << 20  # bytes of JSON Lines per parse batch (small: fewer page faults than 32 MB)
 JSON_BATCH = 200_000  # lines of JSON per batch on the stdlib (reference) path
 ROW_GROUP = 1_000_000
@@ -400,7 +400,8 @@ def _write_batches(batches: Iterator[pa.RecordBatch], out_dir: Path, columns: li
             pa.chunked_array(rownums, pa.int64()),
             pa.repeat(lineage[3], n), pa.repeat(lineage[4], n),
         ]
-        writer.write_table(pa.Table.from_arrays(arrays, schema=schema), row_group_size=ROW_GROUP)
+        table = pa.Table.from_arrays(arrays, schema=schema)
+        writer.write_table(table, row_group_size=ROW_GROUP)
         total += n
         pending.clear()
 
