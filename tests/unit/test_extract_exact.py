@@ -184,3 +184,55 @@ def test_undecodable_byte_wins_over_a_bad_header(lake):
     assert (f.status, f.reason) == ("quarantined", "encoding.undecodable")
     assert "line 5" in f.message
     assert not list((lake.meta_root / "extract_tmp").iterdir())
+
+
+def test_fast_path_never_disagrees_with_the_reference():
+    """Differential check, line by line, over generated near-JSON: whatever the msgspec path
+    accepts it must decode exactly as the stdlib reference; what it rejects goes the stdlib way."""
+    import random
+
+    cols = ["a", "b", "c"]
+    reader = ingest._JsonlReader(cols, "x")
+    atoms = ["0", "-0", "1", "-1", "12.50", "1e5", "1E+05", "1e05", "-0.0", "1.10105E+17", "1" * 30, "true", "false",
+             "null", '"x"', '"中"', '"\\u4e2d"', '"\\ud83d\\ude00"', '"a\\"b"', '"\\/"', '"\x7f"', '"\u2028"', "[]",
+             "{}", '[1,"2"]', '{"k":-0}']
+    bad_atoms = ['"\\ud800"', "NaN", "Infinity", "-Infinity", "+1", ".5", "1.", "01", "-01", "1e", "0x10", '"\\a"',
+                 '"\\u00G0"', '"\x01"', "True", "nul", '"', "'x'", "--1", '"\\x41"']
+    bad_ws = ["\x0c", "\x0b", "\u3000", "\xa0", "\x1c", "\x85"]
+    keys = ['"a"', '"b"', '"c"', '"\\u0061"']
+    bad_keys = ['"d"', "a", '""']
+    rnd = random.Random(11)
+
+    def reference(line):
+        try:
+            obj = json.loads(line, parse_int=str, parse_float=str)
+        except json.JSONDecodeError:
+            return None
+        if not isinstance(obj, dict) or any(k not in cols for k in obj):
+            return None
+        return [None if v is None else v if isinstance(v, str) else ("true" if v else "false")
+                if isinstance(v, bool) else json.dumps(v, ensure_ascii=False) for v in map(obj.get, cols)]
+
+    def pick(good, bad, p_bad=0.03):
+        return rnd.choice(bad) if rnd.random() < p_bad else rnd.choice(good)
+
+    def ws():
+        return pick(["", "", " ", "\t", " \t"], bad_ws)
+
+    accepted = 0
+    for _ in range(20_000):
+        parts = [ws() + pick(keys, bad_keys) + ws() + ":" + ws() + pick(atoms, bad_atoms) + ws()
+                 for _ in range(rnd.randint(0, 3))]
+        line = "{" + pick([","], [",,", "", ";"]).join(parts) + "}"
+        if rnd.random() < 0.05:
+            line = ws() + line + rnd.choice([",", " {}", "}", "x", "", *bad_ws])
+        data = line.encode("utf-8", "surrogatepass")
+        if not data.strip():
+            continue
+        rb = reader._fast(data + b"\n", [data], 0)
+        if rb is None:
+            continue
+        accepted += 1
+        assert rb.num_rows == 1 and rb.column(3).to_pylist() == [1]
+        assert [rb.column(i)[0].as_py() for i in range(3)] == reference(line), line
+    assert accepted > 5_000  # the check covers the fast path, not only its fallbacks
