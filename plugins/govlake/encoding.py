@@ -72,8 +72,8 @@ def detect_file(path: Path | str, transcode_to: Path | str | None = None) -> str
     """Return the codec name that strictly decodes the whole file, else raise UndecodableError.
 
     With ``transcode_to``: if the codec found is not UTF-8 (``utf-8-sig``), the decoded text is
-    also written there as UTF-8 (no BOM added or removed: the text exactly as ``path.read_text(
-    codec)`` returns it) during the same pass; for a UTF-8 file nothing is written (the file
+    also written there as UTF-8 (no BOM added or removed, line ends untouched: the text exactly
+    as ``path.read_bytes().decode(codec)`` returns it) during the same pass; for a UTF-8 file nothing is written (the file
     itself is UTF-8) and on failure no file is left behind."""
     path = Path(path)
     failures = []
@@ -85,11 +85,11 @@ def detect_file(path: Path | str, transcode_to: Path | str | None = None) -> str
                 fail = _try_stream(path, enc, sink, size=_FAST_CHUNK)
             if fail is not None:
                 os.unlink(transcode_to)
-        if fail is not None and _FAST_CHUNK != _CHUNK:
-            fail = _try_stream(path, enc)  # the failure exactly as reported at the _CHUNK size
         if fail is None:
             return enc
         failures.append(fail)
+    if _FAST_CHUNK != _CHUNK:  # each failure exactly as reported at the _CHUNK size
+        failures = [_try_stream(path, f.encoding) for f in failures]
     raise UndecodableError(path, failures)
 
 
