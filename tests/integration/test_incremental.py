@@ -6,12 +6,14 @@ feeds, 1 % new rows for incremental feeds) and runs again: only the new batches 
 standardized and validated. Lake B gets both days' landing files at once and runs once.
 
 Days 3 and 4 go on from there (lake C is the full rebuild of all four days' files): day 3 brings
-corrected redeliveries that supersede day-2 batches (the marriage file, with another husband: the
-rows of the person named before the correction and of the one named after are recomputed; the
-household change file, with a row fewer: that person falls back to the snapshot row); day 4 a new full tax snapshot with two
-entities gone (a deletion) and one changed. The shared build of each day must take the path the
-design says (docs/adr/0010): touched keys only, or a full rebuild of what a new full snapshot
-reaches; the compiled SQL of each incremental model names its mode.
+a new full tax snapshot with two entities gone (a deletion) and one changed; day 4 corrected
+redeliveries that supersede earlier batches (the day-1 marriage file, with another husband on one
+row: the person known to civil_affairs only through that row loses it — only the int rows as
+they were before the change name him; the day-2 household change file, with a row fewer: that
+person falls back to the snapshot row). The corrections come last so that no later full rebuild
+of a product hides a mistake of the touched-keys path. The shared build of each day must take
+the path the design says (docs/adr/0010): touched keys only, or a full rebuild of what a new
+full snapshot reaches; the compiled SQL of each incremental model names its mode.
 
 "Byte-for-byte" here means: for every shared product, the current published Parquet file of A
 and of B are the identical byte sequence (same SHA-256). Outputs are written by DuckDB with an
@@ -87,18 +89,25 @@ def _write_csv(ds: metadata.Dataset, path: Path, header: list[str], rows: list[l
         w.writerows(rows)
 
 
-def _day3_corrections(lake: Lake) -> dict:
+def _day4_corrections(lake: Lake, published_day2: Path) -> dict:
     """Corrected redeliveries (same file name and date, other content: a new batch that
-    supersedes the first): the day-2 marriage file with another husband on its first row, the
-    day-2 household change file without its first row and another address on the others."""
+    supersedes the first): the day-1 marriage file with another husband on one row (one named by
+    no other marriage row), the day-2 household change file without its first row and another
+    address on the others."""
     info = {}
     ds = _ds("civil_affairs.marriage_registration")
-    path = lake.landing(ds.dept, ds.name, DAY2) / f"{ds.name}_{DAY2.replace('-', '')}.{ds.format}"
+    path = lake.landing(ds.dept, ds.name, DAY1) / f"{ds.name}_{DAY1.replace('-', '')}.{ds.format}"
     header, rows = _read_csv(ds, path)
-    _, day1 = _read_csv(ds, next(lake.landing(ds.dept, ds.name, DAY1).glob("*.csv")))
-    h = header.index("男方身份证号")
-    info["old_husband"], rows[0][h] = rows[0][h], day1[-1][h]
-    info["new_husband"] = rows[0][h]
+    _, day2 = _read_csv(ds, lake.landing(ds.dept, ds.name, DAY2) / f"{ds.name}_{DAY2.replace('-', '')}.{ds.format}")
+    h, w = header.index("男方身份证号"), header.index("女方身份证号")
+    named = [r[h] for r in rows + day2] + [r[w] for r in rows + day2]
+    pb = next((published_day2 / "population_base").glob("*.parquet"))
+    known = {r[0] for r in _q(f"select id_number from '{pb}' where known_by like '%civil_affairs%'").fetchall()}
+    # a husband known to civil_affairs through this row only: after the correction no marriage
+    # row names him
+    i = next(k for k in range(len(rows) - 1, 0, -1) if named.count(rows[k][h]) == 1 and rows[k][h] in known)
+    info["old_husband"], rows[i][h] = rows[i][h], rows[0][h]
+    info["new_husband"] = rows[i][h]
     _write_csv(ds, path, header, rows)
     ds = _ds("public_security.household_registration")
     path = next(lake.landing(ds.dept, ds.name, DAY2).glob("*.delta.*"))
@@ -111,7 +120,7 @@ def _day3_corrections(lake: Lake) -> dict:
     return info
 
 
-def _day4_tax_snapshot(lake: Lake) -> dict:
+def _day3_tax_snapshot(lake: Lake) -> dict:
     """A new full tax snapshot: the day-1 rows without the first two (deregistered), the
     third with another tax authority."""
     ds = _ds("tax.taxpayer_registration")
@@ -120,7 +129,7 @@ def _day4_tax_snapshot(lake: Lake) -> dict:
     rows = rows[2:]
     t = header.index("主管税务机关")
     rows[0][t] = rows[0][t] + "（更名）"
-    _write_csv(ds, lake.landing(ds.dept, ds.name, DAY4) / f"{ds.name}_{DAY4.replace('-', '')}.csv", header, rows)
+    _write_csv(ds, lake.landing(ds.dept, ds.name, DAY3) / f"{ds.name}_{DAY3.replace('-', '')}.csv", header, rows)
     return {"gone": gone}
 
 
@@ -157,9 +166,9 @@ def lakes(tmp_path_factory):
         a_day2 = _keep_current(a, base / "a_day2")
         shutil.copytree(a.landing_root, b.landing_root, dirs_exist_ok=True)
         full = run(b, "full")
-        day3_info = _day3_corrections(a)
+        day3_info = _day3_tax_snapshot(a)
         day3 = run(a, "day3")
-        day4_info = _day4_tax_snapshot(a)
+        day4_info = _day4_corrections(a, a_day2)
         day4 = run(a, "day4")
         shutil.copytree(a.landing_root, c.landing_root, dirs_exist_ok=True)
         full4 = run(c, "full4")
@@ -236,29 +245,31 @@ def test_superseding_corrections_and_a_new_snapshot_equal_full_rebuild(lakes):
     products = transform.shared_products()
     _assert_same_products({p: a.current_dir(p) for p in products}, {p: r["c"].current_dir(p) for p in products})
     m3, m4 = r["day3"]["modes"], r["day4"]["modes"]
-    # day 3: corrections touch keys only; feeds without a new batch recompute nothing
-    assert m3["int_civil_affairs__marriage_registration"] == "keys"
-    assert m3["int_public_security__household_registration"] == "keys"
-    assert m3["int_tax__taxpayer_registration"] == "none"
-    assert m3["int_population_base"] == "keys" and m3["int_marriage_latest_event"] == "keys"
-    # day 4: a new full snapshot replaces the whole feed, and what it reaches is rebuilt whole
-    assert m4["int_tax__taxpayer_registration"] == "all"
-    assert m4["int_legal_entity_base"] == "all" and m4["int_population_base"] == "all"
-    assert m4["int_public_security__household_registration"] == "none"
-    assert m4["int_marriage_household_check"] == "none"
+    # day 3: a new full snapshot replaces the whole feed, and what it reaches is rebuilt whole
+    assert m3["int_tax__taxpayer_registration"] == "all"
+    assert m3["int_legal_entity_base"] == "all" and m3["int_population_base"] == "all"
+    assert m3["int_public_security__household_registration"] == "none"
+    assert m3["int_marriage_household_check"] == "none"
+    # day 4: corrections touch keys only; feeds without a new batch recompute nothing
+    assert m4["int_civil_affairs__marriage_registration"] == "keys"
+    assert m4["int_public_security__household_registration"] == "keys"
+    assert m4["int_tax__taxpayer_registration"] == "none"
+    assert m4["int_population_base"] == "keys" and m4["int_marriage_latest_event"] == "keys"
 
 
 def test_corrections_reach_the_products(lakes):
     """What the day-3/day-4 deliveries change is visible in the published products."""
     a, _, r = lakes
-    info3, info4 = r["day3_info"], r["day4_info"]
+    fix, snap = r["day4_info"], r["day3_info"]
     pb = next(a.current_dir("population_base").glob("*.parquet"))
     le = next(a.current_dir("legal_entity_base").glob("*.parquet"))
-    new = _q(f"select known_by from '{pb}' where id_number = ?", [info3["new_husband"]]).fetchone()
+    new = _q(f"select known_by from '{pb}' where id_number = ?", [fix["new_husband"]]).fetchone()
     assert new and "civil_affairs" in new[0]
+    old = _q(f"select known_by from '{pb}' where id_number = ?", [fix["old_husband"]]).fetchone()
+    assert old is None or "civil_affairs" not in old[0], old
     assert _q(f"select count(*) from '{pb}' where address like '%（更正）'").fetchone()[0] > 0
     assert _q(f"select count(*) from '{pb}' where address like '%（变更）'").fetchone()[0] == 0
-    gone = _q(f"select count(*) from '{le}' where uscc in (select unnest(?)) and in_tax", [info4["gone"]]).fetchone()[0]
+    gone = _q(f"select count(*) from '{le}' where uscc in (select unnest(?)) and in_tax", [snap["gone"]]).fetchone()[0]
     assert gone == 0
     assert _q(f"select count(*) from '{le}' where tax_authority like '%（更名）'").fetchone()[0] == 1
 
