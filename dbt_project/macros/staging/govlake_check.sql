@@ -31,7 +31,13 @@
   {%- if not m -%}
     {{- exceptions.raise_compiler_error("govlake: standardization macro " ~ name ~ " is not defined (macros/standards/)") -}}
   {%- endif -%}
-  ({{ m(expr) }})
+  ({{ m(expr, *varargs) }})
+{%- endmacro -%}
+
+
+{%- macro glx_id_parts(prefix, element) -%}
+  {#- the GB 11643 step columns of an id_number element: (normalised, body, check character) -#}
+  {{- return([prefix ~ adapter.quote('_ids_' ~ element), prefix ~ adapter.quote('_idb_' ~ element), prefix ~ adapter.quote('_idc_' ~ element)]) -}}
 {%- endmacro -%}
 
 
@@ -86,14 +92,16 @@
 {%- endmacro -%}
 
 
-{%- macro glx_std_error(col, ref_expr, txt_expr, map_code, value_expr) -%}
+{%- macro glx_std_error(col, ref_expr, txt_expr, map_code, value_expr, err_expr=none) -%}
   {#- The rule the value fails, or NULL. The standards macros return a NULL value for every
       invalid or empty input and a NULL error for empty input, so
         - the error macro only runs where the value is NULL (valid rows never evaluate it);
         - a required column is missing exactly when both value and error are NULL. -#}
   {%- set s = col.standard -%}
   {%- set rm = glx_rule_macros(s) -%}
-  {%- if rm and rm[1] -%}
+  {%- if err_expr -%}
+    {%- set e = err_expr -%}
+  {%- elif rm and rm[1] -%}
     {%- set e = glx_std(rm[1], ref_expr) -%}
   {%- elif s in ('gender', 'ethnicity', 'code', 'marital_status') -%}
     {%- set e = "case when " ~ glx_is_empty(txt_expr) ~ " then null when " ~ map_code ~ " is null then 'code.unmapped' end" -%}
@@ -127,21 +135,67 @@ with raw as (
     select * from {{ raw }}
 ),
 
-numbered as (
-    -- exact copies within one delivered file: the first stays, later ones are row.duplicate
+hashed as (
+    select raw.*, hash(
+        {%- for n in names %}{{ adapter.quote(n) }}{% if not loop.last %}, {% endif %}{% endfor -%}
+    ) as _row_hash
+    from raw
+),
+
+copy_groups as (
+    -- exact copies within one delivered file share a hash; the exact comparison (window over all
+    -- delivered columns) runs only on rows whose hash occurs twice, not on every row
+    select _batch_id, _source_file, _row_hash
+    from hashed
+    group by all
+    having count(*) > 1
+),
+
+copies as (
     select
-        raw.*,
+        _batch_id, _source_file, _row_number,
         row_number() over copies as _copy_number,
         first_value(_row_number) over copies as _first_row_number
-        {%- for c in cols if c.standard in mapped_standards %},
-        {{ glx_std('std_text', adapter.quote(c.name)) }} as {{ adapter.quote('_txt_' ~ c.element) }}
-        {%- endfor %}
-    from raw
+    from hashed
+    semi join copy_groups using (_batch_id, _source_file, _row_hash)
     window copies as (
         partition by _batch_id, _source_file
             {%- for n in names %}, {{ adapter.quote(n) }}{% endfor %}
         order by _row_number
     )
+),
+
+numbered as (
+    -- exact copies within one delivered file: the first stays, later ones are row.duplicate
+    select
+        h.* exclude (_row_hash),
+        coalesce(c._copy_number, 1) as _copy_number,
+        coalesce(c._first_row_number, h._row_number) as _first_row_number
+        {%- for c in cols if c.standard in mapped_standards %},
+        {{ glx_std('std_text', 'h.' ~ adapter.quote(c.name)) }} as {{ adapter.quote('_txt_' ~ c.element) }}
+        {%- endfor %}
+        {%- for c in cols if c.standard == 'id_number' %},
+        {{ glx_std('gb11643_normalized', 'h.' ~ adapter.quote(c.name)) }} as {{ adapter.quote('_ids_' ~ c.element) }}
+        {%- endfor %}
+    from hashed as h
+    left join copies as c using (_batch_id, _source_file, _row_number)
+),
+
+id_bodies as (
+    -- GB 11643 in steps, each computed once as a column (gb11643.sql)
+    select *
+        {%- for c in cols if c.standard == 'id_number' %},
+        {{ glx_std('gb11643_body', adapter.quote('_ids_' ~ c.element)) }} as {{ adapter.quote('_idb_' ~ c.element) }}
+        {%- endfor %}
+    from numbered
+),
+
+id_checks as (
+    select *
+        {%- for c in cols if c.standard == 'id_number' %},
+        {{ glx_std('gb11643_check_char', 'cast(' ~ adapter.quote('_idb_' ~ c.element) ~ ' as bigint)') }} as {{ adapter.quote('_idc_' ~ c.element) }}
+        {%- endfor %}
+    from id_bodies
 ),
 
 {% for c in cols if c.standard in mapped_standards -%}
@@ -168,9 +222,17 @@ valued as (
         {{ t }} as {{ adapter.quote('_txt_' ~ c.element) }},
         {{ mc }} as {{ adapter.quote('_map_' ~ c.element) }},
         {%- endif %}
+        {%- if c.standard == 'id_number' %}
+        {%- set idp = glx_id_parts('n.', c.element) %}
+        {{ idp[0] }} as {{ adapter.quote('_ids_' ~ c.element) }},
+        {{ idp[1] }} as {{ adapter.quote('_idb_' ~ c.element) }},
+        {{ idp[2] }} as {{ adapter.quote('_idc_' ~ c.element) }},
+        {{ glx_std('gb11643_value_from', *idp) }} as {{ adapter.quote('_val_' ~ c.element) }}
+        {%- else %}
         {{ glx_std_value(c, r, t, mc) }} as {{ adapter.quote('_val_' ~ c.element) }}
+        {%- endif %}
         {%- endfor %}
-    from numbered as n
+    from id_checks as n
     {%- for c in cols if c.standard in mapped_standards %}
     left join map_{{ c.element }}
         on map_{{ c.element }}.map_key = lower(n.{{ adapter.quote('_txt_' ~ c.element) }})
@@ -189,7 +251,8 @@ standardized as (
         {%- set mc = adapter.quote('_map_' ~ c.element) if c.standard in mapped_standards else 'null' %},
         {{ r }},
         {{ v }} as {{ adapter.quote(c.element) }},
-        {{ glx_std_error(c, r, t, mc, v) }} as {{ adapter.quote('_err_' ~ c.element) }}
+        {%- set idp = glx_id_parts('', c.element) if c.standard == 'id_number' else none %}
+        {{ glx_std_error(c, r, t, mc, v, glx_std('gb11643_error_from', *idp) if idp else none) }} as {{ adapter.quote('_err_' ~ c.element) }}
         {%- endfor %}
     from valued
 ),

@@ -11,7 +11,7 @@
     sub-expressions inside CASE. -#}
 
 {% macro govlake_halfwidth(expr) -%}
-list_transform([{{ expr }}], lambda _gl_hw: case when regexp_matches(_gl_hw, '[\t\r\n\x{FF01}-\x{FF5E}\x{3000}\x{00A0}\x{2000}-\x{200A}\x{202F}\x{205F}]') then translate(_gl_hw, chr(9) || chr(10) || chr(13) || '！＂＃＄％＆＇（）＊＋，－．／０１２３４５６７８９：；＜＝＞？＠ＡＢＣＤＥＦＧＨＩＪＫＬＭＮＯＰＱＲＳＴＵＶＷＸＹＺ［＼］＾＿｀ａｂｃｄｅｆｇｈｉｊｋｌｍｎｏｐｑｒｓｔｕｖｗｘｙｚ｛｜｝～　              ', '   !"#$%&''()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\]^_`abcdefghijklmnopqrstuvwxyz{|}~               ') else _gl_hw end)[1]
+case when regexp_matches({{ expr }}, '[\t\r\n\x{FF01}-\x{FF5E}\x{3000}\x{00A0}\x{2000}-\x{200A}\x{202F}\x{205F}]') then translate({{ expr }}, chr(9) || chr(10) || chr(13) || '！＂＃＄％＆＇（）＊＋，－．／０１２３４５６７８９：；＜＝＞？＠ＡＢＣＤＥＦＧＨＩＪＫＬＭＮＯＰＱＲＳＴＵＶＷＸＹＺ［＼］＾＿｀ａｂｃｄｅｆｇｈｉｊｋｌｍｎｏｐｑｒｓｔｕｖｗｘｙｚ｛｜｝～　              ', '   !"#$%&''()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\]^_`abcdefghijklmnopqrstuvwxyz{|}~               ') else {{ expr }} end
 {%- endmacro %}
 
 {#- Bind `expr` to the lambda variable `var` and evaluate `body` once per row. -#}

@@ -47,18 +47,23 @@ case when {{ govlake_clean(expr) }} is not null and {{ _std_decimal_eval(expr) }
     then spaces, tab, CR, LF, U+3000 and NBSP are trimmed at both ends; '' -> NULL.
     Both steps run only on values that need them (one RE2 check each), translate()/trim(chars)
     being slow. -#}
+{% macro _govlake_text_edges(y) -%}
+{%- set edge = [' ', 'chr(9)', 'chr(10)', 'chr(13)', 'chr(12288)', 'chr(160)'] -%}
+nullif(case when {% for ch in edge %}{{ 'prefix(' ~ y ~ ', ' ~ ("' '" if ch == ' ' else ch) ~ ') or suffix(' ~ y ~ ', ' ~ ("' '" if ch == ' ' else ch) ~ ')' }}{% if not loop.last %} or {% endif %}{% endfor %}
+            then trim({{ y }}, ' ' || chr(9) || chr(10) || chr(13) || chr(12288) || chr(160))
+            else {{ y }} end, '')
+{%- endmacro %}
+
+{#- Flat expression (no lambda binding: the argument is referenced several times, pass a column or a
+    cheap expression). The zero-width/dot translate() and the trim run only on values that need them
+    (one RE2 scan; prefix()/suffix() tests of the six trimmed characters are O(1)). -#}
 {% macro _govlake_text(expr, dots) -%}
 {%- set dot_from = '•‧・･∙⋅⸱' if dots else '' -%}
 {%- set dot_to = '·······' if dots else '' -%}
-list_transform([cast({{ expr }} as varchar)], lambda _gl_tx_a:
-  list_transform([case when regexp_matches(_gl_tx_a, '[{{ dot_from }}\x{200B}-\x{200D}\x{FEFF}]')
-                       then translate(_gl_tx_a, '{{ dot_from }}' || chr(8203) || chr(8204) || chr(8205) || chr(65279), '{{ dot_to }}')
-                       else _gl_tx_a end], lambda _gl_tx_b:
-    nullif(case when regexp_matches(_gl_tx_b, '^[\s\x{3000}\x{00A0}]|[\s\x{3000}\x{00A0}]$')
-                then trim(_gl_tx_b, ' ' || chr(9) || chr(10) || chr(13) || chr(12288) || chr(160))
-                else _gl_tx_b end, '')
-  )[1]
-)[1]
+{%- set x = 'cast(' ~ expr ~ ' as varchar)' -%}
+case when regexp_matches({{ x }}, '[{{ dot_from }}\x{200B}-\x{200D}\x{FEFF}]')
+     then {{ _govlake_text_edges("translate(" ~ x ~ ", '" ~ dot_from ~ "' || chr(8203) || chr(8204) || chr(8205) || chr(65279), '" ~ dot_to ~ "')") }}
+     else {{ _govlake_text_edges(x) }} end
 {%- endmacro %}
 
 {#- Names (§8): only the narrow mapping, no NFKC. Middle-dot variants · • ‧ ・ ･ (and the look-alikes
