@@ -131,11 +131,13 @@
   {%- set elements = cols | map(attribute='element') | list -%}
   {%- set raw = glx_pending_raw_relation(dept, dataset, names) -%}
   {%- set mapped_standards = ('gender', 'ethnicity', 'code', 'marital_status') %}
-with raw as (
+with raw as not materialized (
+    -- NOT MATERIALIZED: read twice from Parquet rather than held in memory (at 10 M rows DuckDB
+    -- would materialize it under the memory limit and spill: 2x the CPU of the whole dedup)
     select * from {{ raw }}
 ),
 
-hashed as (
+hashed as not materialized (
     select raw.*, hash(
         {%- for n in names %}{{ adapter.quote(n) }}{% if not loop.last %}, {% endif %}{% endfor -%}
     ) as _row_hash
