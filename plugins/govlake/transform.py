@@ -59,7 +59,7 @@ def _gate_pickle(lake: Lake, run_id: str, layer: str) -> Path:
 
 
 # ------------------------------------------------------------------------------ dbt steps
-GATED_TABLE = "main.govlake_gated_batches"  # also in macros/staging/govlake_metadata.sql
+GATED_TABLE = "main.govlake_gated_batches"  # created by dbt on-run-start (macros/staging/govlake_metadata.sql)
 
 
 def build_standardized(lake: Lake, run_id: str, *, full_refresh: bool = False) -> dict:
@@ -74,10 +74,6 @@ def build_standardized(lake: Lake, run_id: str, *, full_refresh: bool = False) -
     if full_refresh:
         args.append("--full-refresh")
         _clear_gated(lake)
-    # create the gate record table before dbt: the stg_ models would otherwise both run
-    # `create table if not exists` on their two threads, which DuckDB can refuse (write-write
-    # conflict on create) on a first build
-    _record_gated(lake, run_id, {})
     run = run_dbt(args, lake=lake, build_dir=build_dir, select=STANDARDIZED_SELECT)
     q = build_dir / "standardized" / "quarantine_rows.parquet"
     if q.exists():  # the quarantine zone keeps every run's rejected rows

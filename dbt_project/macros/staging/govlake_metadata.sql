@@ -129,10 +129,14 @@
   layer outputs stg_* and quarantine_rows hold exactly the batches not gated yet, so a gate
   validates only new batches and a batch whose gate failed is validated again next run. -#}
 
+{#- DDL of the gate-record table, run once per dbt invocation by `on-run-start` (dbt_project.yml):
+    creating it from the models themselves raced when two stg_ models compiled in parallel threads
+    on a first build (DuckDB: write-write conflict on the catalog). -#}
+{% macro glx_gated_table_ddl() -%}
+create table if not exists main.govlake_gated_batches (dept varchar, dataset varchar, batch_id varchar, run_id varchar, gated_at timestamp)
+{%- endmacro %}
+
 {% macro glx_gated_table() -%}
-  {%- if execute -%}
-    {%- do run_query("create table if not exists main.govlake_gated_batches (dept varchar, dataset varchar, batch_id varchar, run_id varchar, gated_at timestamp)") -%}
-  {%- endif -%}
   {{- return('main.govlake_gated_batches') -}}
 {%- endmacro %}
 
