@@ -187,6 +187,8 @@ def _jsonl_value(v):
         return v
     if isinstance(v, bool):
         return "true" if v else "false"
+    if type(v) is int:  # (msgspec path: JSON ints arrive as int) the text json.dumps gives, cheaper
+        return str(v)
     return json.dumps(v, ensure_ascii=False)
 
 
@@ -273,8 +275,7 @@ class _JsonlReader:
                 pass
             if not {type(v) for v in vals} <= {str, type(None), int, bool}:
                 return None  # nested array/object: re-dumped by the reference path
-            arrays.append(pa.array([v if v is None or type(v) is str else ("true" if v else "false")
-                                    if type(v) is bool else str(v) for v in vals], pa.string()))
+            arrays.append(pa.array([_jsonl_value(v) for v in vals], pa.string()))
         rb = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
         return rb.append_column("_line", numbers)
 
