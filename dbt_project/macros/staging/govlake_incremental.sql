@@ -52,6 +52,19 @@
 {%- endmacro %}
 
 
+{% macro glx_quoted(names) -%}
+  {%- set out = [] -%}{%- for n in names -%}{%- do out.append(adapter.quote(n)) -%}{%- endfor -%}
+  {{- return(out) -}}
+{%- endmacro %}
+
+
+{% macro glx_pending_key_columns(model_name) -%}
+  {#- the key columns (quoted) of glx_pending_keys__<model_name>: the model's key -#}
+  {%- set rel = api.Relation.create(database=this.database, schema='main', identifier='glx_pending_keys__' ~ model_name) -%}
+  {{- return(glx_quoted(adapter.get_columns_in_relation(rel) | map(attribute='name') | list)) -}}
+{%- endmacro %}
+
+
 {% macro glx_table_exists(name) -%}
   {%- set parts = name.split('.') -%}
   {%- set n = run_query("select count(*) from duckdb_tables() where schema_name = '" ~ parts[0] ~ "' and table_name = '" ~ parts[1] ~ "'").columns[0].values()[0] -%}
@@ -137,7 +150,7 @@
   {%- endset -%}
   {%- set changed = run_query(q).columns[0].values() | list -%}
   {%- set mode = 'keys' -%}
-  {%- if not is_incremental() or row[0] == 0 or glx_is_pending_full(me) -%}
+  {%- if row[0] == 0 or glx_is_pending_full(me) -%}
     {%- set mode = 'all' -%}
   {%- elif delivery == 'snapshot' and (not row[1] or (not key and changed)) -%}
     {%- set mode = 'all' -%}
@@ -146,8 +159,7 @@
     {%- do glx_mark_full(me) -%}
     {{- return('all') -}}
   {%- endif -%}
-  {%- set kcols = key if key else ['_batch_id'] -%}
-  {%- set quoted = [] -%}{%- for k in kcols -%}{%- do quoted.append(adapter.quote(k)) -%}{%- endfor -%}
+  {%- set quoted = glx_quoted(key if key else ['_batch_id']) -%}
   {%- set pk = glx_pending_keys_name(me) -%}
   {%- set pr = glx_pending_rows_name(me) -%}
   {%- do run_query("create table if not exists " ~ pk ~ " as select " ~ (quoted | join(', ')) ~ " from " ~ this ~ " where false") -%}
@@ -193,10 +205,7 @@
   {%- if not glx_table_exists(pk) -%}
     {{- return('select cast(null as varchar) as ' ~ as_name ~ ' where false') -}}
   {%- endif -%}
-  {%- set keycols = [] -%}
-  {%- for c in adapter.get_columns_in_relation(api.Relation.create(schema='main', identifier='glx_pending_keys__' ~ model_name)) -%}
-    {%- do keycols.append(adapter.quote(c.name)) -%}
-  {%- endfor -%}
+  {%- set keycols = glx_pending_key_columns(model_name) -%}
   {%- set parts = [] -%}
   {%- for c in columns -%}
     {%- do parts.append('select ' ~ c ~ ' as ' ~ as_name ~ ' from ' ~ pr) -%}
@@ -234,13 +243,24 @@
     {%- do glx_mark_full(me) -%}
     {{- return('all') -}}
   {%- endif -%}
-  {%- set quoted = [] -%}{%- for k in key -%}{%- do quoted.append(adapter.quote(k)) -%}{%- endfor -%}
+  {%- set quoted = glx_quoted(key) -%}
   {%- set pk = glx_pending_keys_name(me) -%}
   {%- do run_query("create table if not exists " ~ pk ~ " as select " ~ (quoted | join(', ')) ~ " from " ~ this ~ " where false") -%}
   {%- do run_query("insert into " ~ pk ~ " select distinct * from (" ~ touched_sql ~ ") as t where "
                    ~ (quoted | join(' is not null and ')) ~ " is not null") -%}
   {%- set n = run_query("select count(*) from " ~ pk).columns[0].values()[0] -%}
   {{- return('keys' if n > 0 else 'none') -}}
+{%- endmacro %}
+
+
+{% macro glx_plan_touched_by(key, sources) -%}
+  {#- glx_plan_derived for a model keyed by one column `key` whose keys are the values of columns
+      of feed int models: sources = {int model: [columns holding a key value]} -#}
+  {%- set touched = [] -%}
+  {%- if execute -%}
+    {%- for m, cols in sources.items() -%}{%- do touched.append(glx_touched_from(m, cols, key)) -%}{%- endfor -%}
+  {%- endif -%}
+  {{- return(glx_plan_derived([key], sources.keys() | list, touched | join('\nunion all\n'))) -}}
 {%- endmacro %}
 
 
@@ -251,15 +271,12 @@
       recomputed rows. The key columns are those of glx_pending_keys__<model>. -#}
   {%- set target = arg_dict['target_relation'] -%}
   {%- set temp = arg_dict['temp_relation'] -%}
-  {%- set cols = [] -%}{%- for c in arg_dict['dest_columns'] -%}{%- do cols.append(adapter.quote(c.name)) -%}{%- endfor -%}
+  {%- set cols = glx_quoted(arg_dict['dest_columns'] | map(attribute='name') | list) -%}
   {%- if glx_is_pending_full(target.identifier) %}
 delete from {{ target }};
   {%- else -%}
   {%- set pk = glx_pending_keys_name(target.identifier) -%}
-  {%- set keycols = [] -%}
-  {%- for c in adapter.get_columns_in_relation(api.Relation.create(database=target.database, schema='main', identifier='glx_pending_keys__' ~ target.identifier)) -%}
-    {%- do keycols.append(adapter.quote(c.name)) -%}
-  {%- endfor -%}
+  {%- set keycols = glx_pending_key_columns(target.identifier) -%}
   {%- if not keycols -%}
     {{- exceptions.raise_compiler_error("govlake: no touched-key table " ~ pk ~ " for " ~ target) -}}
   {%- endif %}

@@ -8,11 +8,7 @@
     'int_market_regulation__enterprise_registration': ['uscc'],
     'int_tax__taxpayer_registration': ['uscc'],
 } -%}
-{%- set touched = [] -%}
-{%- if execute -%}
-  {%- for m, cols in sources.items() -%}{%- do touched.append(glx_touched_from(m, cols, 'uscc')) -%}{%- endfor -%}
-{%- endif -%}
-{%- set mode = glx_plan_derived(['uscc'], sources.keys() | list, touched | join('\nunion all\n')) %}
+{%- set mode = glx_plan_touched_by('uscc', sources) %}
 -- govlake_touched: {{ mode }}
 with enterprise as (
     select * from {{ ref('int_market_regulation__enterprise_registration') }} as x

@@ -13,36 +13,23 @@
     'int_market_regulation__enterprise_registration': ['legal_rep_id_number'],
     'int_tax__taxpayer_registration': ['legal_rep_id_number'],
 } -%}
-{%- set touched = [] -%}
-{%- if execute -%}
-  {%- for m, cols in sources.items() -%}{%- do touched.append(glx_touched_from(m, cols, 'id_number')) -%}{%- endfor -%}
-{%- endif -%}
-{%- set mode = glx_plan_derived(['id_number'], sources.keys() | list, touched | join('\nunion all\n')) %}
+{%- set mode = glx_plan_touched_by('id_number', sources) %}
 -- govlake_touched: {{ mode }}
 with known as (
-    select x.id_number, 'public_security' as dept from {{ ref('int_public_security__household_registration') }} as x
-    where {{ glx_keys_filter(mode, ['x.id_number'], ['id_number']) }}
+    -- every id a department's current data names (the department is the int model's)
+    {%- for m, cols in sources.items() %}
+    {%- set dept = m[4:].split('__')[0] %}
+    {%- for c in cols %}
+    select x.{{ c }} as id_number, {{ glx_sql_string(dept) }} as dept from {{ ref(m) }} as x
+    where {{ glx_keys_filter(mode, ['x.' ~ c], ['id_number']) }}
+    {%- if not loop.last %}
     union all
-    select x.husband_id_number, 'civil_affairs' from {{ ref('int_civil_affairs__marriage_registration') }} as x
-    where {{ glx_keys_filter(mode, ['x.husband_id_number'], ['id_number']) }}
+    {%- endif %}
+    {%- endfor %}
+    {%- if not loop.last %}
     union all
-    select x.wife_id_number, 'civil_affairs' from {{ ref('int_civil_affairs__marriage_registration') }} as x
-    where {{ glx_keys_filter(mode, ['x.wife_id_number'], ['id_number']) }}
-    union all
-    select x.id_number, 'human_resources' from {{ ref('int_human_resources__social_insurance') }} as x
-    where {{ glx_keys_filter(mode, ['x.id_number'], ['id_number']) }}
-    union all
-    select x.mother_id_number, 'health' from {{ ref('int_health__birth_certificate') }} as x
-    where {{ glx_keys_filter(mode, ['x.mother_id_number'], ['id_number']) }}
-    union all
-    select x.father_id_number, 'health' from {{ ref('int_health__birth_certificate') }} as x
-    where {{ glx_keys_filter(mode, ['x.father_id_number'], ['id_number']) }}
-    union all
-    select x.legal_rep_id_number, 'market_regulation' from {{ ref('int_market_regulation__enterprise_registration') }} as x
-    where {{ glx_keys_filter(mode, ['x.legal_rep_id_number'], ['id_number']) }}
-    union all
-    select x.legal_rep_id_number, 'tax' from {{ ref('int_tax__taxpayer_registration') }} as x
-    where {{ glx_keys_filter(mode, ['x.legal_rep_id_number'], ['id_number']) }}
+    {%- endif %}
+    {%- endfor %}
 ),
 
 people as (
