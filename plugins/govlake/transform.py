@@ -101,7 +101,7 @@ def build_shared(lake: Lake, run_id: str, *, full_refresh: bool = False) -> dict
     return {"seconds": round(run.seconds, 2), "build_dir": str(build_dir)}
 
 
-INT_BATCHES_TABLE = "main.govlake_int_batches"  # macros/staging/govlake_incremental.sql
+INT_BATCHES_TABLE = "main.govlake_int_batches"  # created by dbt on-run-start (macros/staging/govlake_incremental.sql)
 PENDING_FULL_TABLE = "main.govlake_pending_full"
 PENDING_PREFIX = "glx_pending_"
 
@@ -115,8 +115,7 @@ def _clear_pending(lake: Lake) -> None:
             [PENDING_PREFIX]).fetchall()]
         for n in names:
             con.execute(f'drop table main."{n}"')
-        con.execute(f"create table if not exists {PENDING_FULL_TABLE} (model varchar)")
-        con.execute(f"delete from {PENDING_FULL_TABLE}")
+        con.execute(f"delete from {PENDING_FULL_TABLE}")  # (created by dbt on-run-start)
     finally:
         con.close()
 

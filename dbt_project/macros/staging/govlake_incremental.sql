@@ -23,9 +23,9 @@
 -#}
 
 {% macro glx_incremental_bookkeeping() -%}
-  {#- post-hook of int_superseded_batches, which every int model follows: the shared bookkeeping
-      tables are created once, before the models that use them run on two threads (DuckDB
-      refuses two concurrent `create table if not exists` of one table) -#}
+  {#- run by `on-run-start` (dbt_project.yml): the shared bookkeeping tables are created once per
+      invocation, before the models that use them run on two threads (DuckDB refuses two
+      concurrent `create table if not exists` of one table) -#}
   create table if not exists main.govlake_pending_full (model varchar);
   create table if not exists main.govlake_int_batches (model varchar, batch_id varchar, delivery_date varchar,
                                                        is_change boolean, superseded boolean)
