@@ -49,9 +49,25 @@ def test_benchmark_smoke(tmp_path):
     for key in ("floor ratio (govlake end-to-end / floor)", "pandas / govlake (household standardization)",
                 "gates / transform", "incremental next-day / full build"):
         assert key in res["ratios"], key
+    # the household feed alone (the pandas/Spark denominator): extract + one dbt build of its stg_,
+    # the same rows in and out as that feed in the full run, the full-run figure shown beside it
+    hh = {s["stage"]: s for s in res["runs"]["household"]["stages"]}
+    assert hh["household: extract public_security.household_registration"]["rows"] == \
+        stages["full: extract public_security.household_registration"]["rows"]
+    assert hh["household: total"]["wall_s"] >= hh["household: dbt +stg_public_security__household_registration"]["wall_s"] > 0
+    check = res["runs"]["household"]["check"]
+    assert check["stg_in_candidate"] and check["outputs"] == ["stg_public_security__household_registration"]
+    full_hh = next(c for c in stages["full: total"]["counts"] if c["dataset"] == "public_security.household_registration")
+    assert (check["standardized"], check["quarantined"]) == (full_hh["standardized"], full_hh["quarantined"])
+    assert check["quarantined"] > 0
+    assert res["ratios"]["household equal work (household run vs full run)"].startswith("ok:")
+    assert res["household_stage"]["denominator"] == "alone"
+    assert f"govlake {hh['household: total']['wall_s']:.1f} s household feed alone" in \
+        res["ratios"]["pandas / govlake (household standardization)"]
+    assert "pandas / govlake in the full run (shares cores with social insurance)" in res["ratios"]
     if spark:
         assert "skipped" in res["runs"]["spark"]
     else:
         assert res["runs"]["spark"]["stages"][0]["rows"] == res["runs"]["pandas"]["stages"][0]["rows"]
     # --keep was not given: the work lakes are gone, the results stay
-    assert not (out / "lake").exists() and (out / "benchmark.json").exists()
+    assert not (out / "lake").exists() and not (out / "lake_household").exists() and (out / "benchmark.json").exists()
