@@ -12,7 +12,8 @@
   - incremental feeds: the union of all live batches.
   - then one row per key (meta `key`, in data-element names), keeping the latest delivery;
     ties broken by batch id, source file and row number (all descending: the last delivered wins),
-    so the result does not depend on read order.
+    so the result does not depend on read order. Only keys with more than one current row are
+    ranked; the others pass as they are.
   The latest date is taken over every raw row of the feed (chk_ model), so a delivery whose rows
   were all quarantined still replaces the previous snapshot. Valid rows are read from chk_ (all
   batches, standardized once each), not from stg_ (the run's not-yet-gated batches only).
@@ -82,14 +83,24 @@ current_rows as (
     select * from live
 )
 {%- endif %}
-select *
-from current_rows
 {%- if key %}
+{%- set qkey = glx_quoted(key) %}
+{%- set same_key = [] %}{% for k in qkey %}{% do same_key.append('c.' ~ k ~ ' is not distinct from d.' ~ k) %}{% endfor %},
+repeated_keys as (
+    -- keys with more than one current row (few): only their rows need the ranking window; a key
+    -- delivered once is its own latest row (a hash aggregate on the key instead of a sort of all rows)
+    select {{ qkey | join(', ') }} from current_rows group by all having count(*) > 1
+)
+select c.* from current_rows as c anti join repeated_keys as d on {{ same_key | join(' and ') }}
+union all
+select c.* from current_rows as c semi join repeated_keys as d on {{ same_key | join(' and ') }}
 qualify row_number() over (
-    partition by {{ key | join(', ') }}
+    partition by c.{{ qkey | join(', c.') }}
     order by _delivery_date desc, {{ glx_is_change_file('_source_file') }} desc,
              _batch_id desc, _source_file desc, _row_number desc
 ) = 1
+{%- else %}
+select * from current_rows
 {%- endif %}
   {%- endif -%}
 {% endmacro %}

@@ -14,13 +14,16 @@
     'int_tax__taxpayer_registration': ['legal_rep_id_number'],
 } -%}
 {%- set mode = glx_plan_touched_by('id_number', sources) %}
+{#- one bit per department, in name order, so that known_by lists them sorted -#}
+{%- set depts = [] %}{% for m in sources %}{% set d = m[4:].split('__')[0] %}{% if d not in depts %}{% do depts.append(d) %}{% endif %}{% endfor %}
+{%- set depts = depts | sort %}
 -- govlake_touched: {{ mode }}
 with known as (
-    -- every id a department's current data names (the department is the int model's)
+    -- every id a department's current data names (the department is the int model's, as a bit)
     {%- for m, cols in sources.items() %}
     {%- set dept = m[4:].split('__')[0] %}
     {%- for c in cols %}
-    select x.{{ c }} as id_number, {{ glx_sql_string(dept) }} as dept from {{ ref(m) }} as x
+    select x.{{ c }} as id_number, {{ 2 ** depts.index(dept) }} as dept_bit from {{ ref(m) }} as x
     where {{ glx_keys_filter(mode, ['x.' ~ c], ['id_number']) }}
     {%- if not loop.last %}
     union all
@@ -33,10 +36,9 @@ with known as (
 ),
 
 people as (
-    select
-        id_number,
-        string_agg(distinct dept, ',' order by dept) as known_by,
-        cast(count(distinct dept) as integer) as department_count
+    -- a bit mask per person rather than string_agg(distinct) + count(distinct): one small hash
+    -- aggregate instead of two distinct aggregates (10 M people: 59.0 s -> 13.6 s, same rows)
+    select id_number, bit_or(dept_bit) as depts
     from known
     where id_number is not null
     group by id_number
@@ -58,7 +60,9 @@ select
     h.marital_status_code,
     h.phone,
     h.id_number is not null as in_household_registration,
-    p.known_by,
-    p.department_count
+    concat_ws(','
+    {%- for d in depts %}, case when p.depts & {{ 2 ** loop.index0 }} <> 0 then {{ glx_sql_string(d) }} end{% endfor -%}
+    ) as known_by,
+    cast(bit_count(p.depts) as integer) as department_count
 from people as p
 left join household as h on h.id_number = p.id_number
