@@ -269,3 +269,28 @@ def test_dbt_error_names_node_and_runner_is_reusable(built):
     assert "quarantine_rows" in str(err.value) and "govlake_datasets" in str(err.value)
     assert any(name == "quarantine_rows" for name, _, _ in err.value.failures)
     assert output_path(run.build_dir, "quarantine_rows").stat().st_mtime_ns == before
+
+
+def test_unique_columns_catches_a_repeated_key(built):
+    """The uniqueness tests (generic test unique_columns, tests/generic) fail when a key repeats:
+    one int_ row copied once more makes dbt test fail on that model, and only that test."""
+    lake, run, _, _ = built
+    table = "main.int_tax__taxpayer_registration"
+    con = duckdb.connect(str(lake.duckdb_path))
+    con.execute(f"insert into {table} select * from {table} limit 1")
+    con.close()
+    try:
+        with pytest.raises(DbtError) as err:
+            run_dbt(["test"], lake=lake, build_dir=run.build_dir,
+                    select="test_name:unique_columns,int_tax__taxpayer_registration")
+        assert [name for name, _, _ in err.value.failures] == [
+            "unique_columns_int_tax__taxpayer_registration_uscc"]
+        assert "Got 1 result" in err.value.failures[0][2]
+    finally:
+        con = duckdb.connect(str(lake.duckdb_path))
+        con.execute(f"delete from {table} where rowid = (select max(rowid) from {table})")
+        con.close()
+    # and passes again once the copy is gone (the same tests over every model pass)
+    ok = run_dbt(["test"], lake=lake, build_dir=run.build_dir, select="test_name:unique_columns")
+    tests = [n for n in ok.nodes if n["name"].startswith("unique_columns_")]
+    assert len(tests) == 18 and all(n["status"] == "pass" for n in tests)
