@@ -378,6 +378,12 @@ def compute_ratios(res: dict) -> dict:
                 r[key] = runs.get("spark", {}).get("skipped", "not run")
             continue
         base = runs[kind]["stages"][0]["wall_s"]
+        valid = runs[kind]["stages"][0].get("valid")
+        ours = (runs.get("household", {}).get("check") or {}).get("standardized")
+        if valid is not None and ours is not None:
+            r[f"{kind} equal work (valid household rows vs govlake standardized)"] = (
+                f"ok: {valid:,} = {ours:,}" if valid == ours else
+                f"WARNING, not equal work: {kind} accepts {valid:,} rows, govlake {ours:,}")
         if hh:
             r[key] = _ratio(kind, base, hh, note, target)
         if alone and in_full:

@@ -65,9 +65,12 @@ def test_benchmark_smoke(tmp_path):
     assert f"govlake {hh['household: total']['wall_s']:.1f} s household feed alone" in \
         res["ratios"]["pandas / govlake (household standardization)"]
     assert "pandas / govlake in the full run (shares cores with social insurance)" in res["ratios"]
+    # the baselines accept exactly the rows govlake standardizes (same rules, same work)
+    assert res["ratios"]["pandas equal work (valid household rows vs govlake standardized)"].startswith("ok:")
     if spark:
         assert "skipped" in res["runs"]["spark"]
     else:
         assert res["runs"]["spark"]["stages"][0]["rows"] == res["runs"]["pandas"]["stages"][0]["rows"]
+        assert res["ratios"]["spark equal work (valid household rows vs govlake standardized)"].startswith("ok:")
     # --keep was not given: the work lakes are gone, the results stay
     assert not (out / "lake").exists() and not (out / "lake_household").exists() and (out / "benchmark.json").exists()
