@@ -33,7 +33,7 @@ from (
       and {{ glx_ungated(f.dept, f.dataset) }}
 )
   {%- endfor %}
-order by dept, dataset, _batch_id, _source_file, _row_number, rule
+order by dept, dataset, _batch_id, _source_file, _row_number, rule, "column"
 {% endmacro %}
 
 
