@@ -6,11 +6,18 @@ pattern, identify each by SHA-256 in the ledger (already seen -> skipped), decod
 streaming batches and write ``raw/<dept>/<dataset>/<batch_id>/part-00000.parquet``. A file
 that cannot be read goes to ``quarantine/files/...`` with a machine-readable ``reason.json``;
 the other files proceed.
+
+A large file (``PARALLEL_MIN_BYTES``) is decoded by a few worker processes (``_worker_pool``,
+'spawn' start method: no fork of a threaded parent): its encoding check / GB18030 transcoding
+(``encoding.detect_file``) and, for JSON Lines, the parse, in ranges of whole lines that the
+parent writes in file order. The ranges start at the sequential reader's block boundaries, so
+the record batches, row numbers, row groups and error messages are the sequential path's.
 """
 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import datetime as dt
 import hashlib
@@ -18,10 +25,13 @@ import io
 import itertools
 import json
 import logging
+import multiprocessing
 import operator
 import os
 import re
 import shutil
+from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generator, Iterator
@@ -29,6 +39,7 @@ from typing import Any, Generator, Iterator
 import msgspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -45,6 +56,9 @@ JSON_BLOCK = 2 << 20  # bytes of JSON Lines per parse batch (small: fewer page f
 JSON_BATCH = 200_000  # lines of JSON per batch on the stdlib (reference) path
 ROW_GROUP = 1_000_000
 GROUP_ROWS = 250_000  # parse batches are collected up to this many rows per Parquet row group
+PARALLEL_MIN_BYTES = 256 << 20  # a file at least this large is decoded by worker processes
+RANGE_BLOCKS = 16  # JSON Lines: a worker parses ranges of this many JSON_BLOCKs (32 MB)
+MAX_WORKERS = 4  # at most this many worker processes (and never more than the usable CPUs)
 
 
 class ContractError(ValueError):
@@ -226,7 +240,9 @@ class _JsonlReader:
     possible ``-0`` -- sends the whole block the reference way (``_stdlib_batches``), which
     yields the same values or raises naming the first bad line, as before."""
 
-    def __init__(self, columns: list[str], source: str):
+    def __init__(self, columns: list[str], source: str, batch: int | None = None):
+        self.batch = batch or JSON_BATCH
+        self.lineno = 0  # lines read so far
         self.columns = columns
         self.source = source
         self.colset = set(columns)
@@ -238,19 +254,22 @@ class _JsonlReader:
         self.getters = [operator.attrgetter(f) for f in fields]
         self.stdlib = json.JSONDecoder(parse_int=str, parse_float=str)
 
-    def batches(self, path: Path, strip_bom: bool) -> Iterator[pa.RecordBatch]:
-        lineno = 0  # lines before the current block
-        for block in _line_blocks(path, strip_bom):
-            lines = block.split(b"\n")
+    def batches(self, path: Path, strip_bom: bool, start: int = 0, end: int | None = None,
+                block: int | None = None) -> Iterator[pa.RecordBatch]:
+        """``start``/``end``: only the lines in that byte range (``start`` a block boundary of the
+        whole file's reading, see ``_line_blocks``); line numbers then count from ``start``."""
+        self.lineno = 0  # lines before the current block
+        for blk in _line_blocks(path, strip_bom, start, end, block):
+            lines = blk.split(b"\n")
             if not lines[-1]:
                 lines.pop()  # the block ends with a newline
-            rb = self._fast(block, lines, lineno)
+            rb = self._fast(blk, lines, self.lineno)
             if rb is None:  # (a lone CR ends a line there, so it counts the lines itself)
-                lineno = yield from self._stdlib_batches(block, lineno)
+                self.lineno = yield from self._stdlib_batches(blk, self.lineno)
                 continue
             if rb.num_rows:
                 yield rb
-            lineno += len(lines)
+            self.lineno += len(lines)
 
     def _fast(self, block: bytes, lines: list[bytes], lineno: int) -> pa.RecordBatch | None:
         cr = block.count(b"\r")
@@ -287,7 +306,7 @@ class _JsonlReader:
         Returns the line number of the block's last line."""
         fh = io.StringIO(block.decode("utf-8"), newline="")
         while True:
-            lines = list(itertools.islice(fh, JSON_BATCH))
+            lines = list(itertools.islice(fh, self.batch))
             if not lines:
                 return lineno
             numbers, texts = [], []
@@ -310,16 +329,30 @@ class _JsonlReader:
             yield _json_batch(cols, self.columns, self.schema)
 
 
-def _line_blocks(path: Path, strip_bom: bool) -> Iterator[bytes]:
-    """The file's bytes in blocks of about JSON_BLOCK ending after a LF (the last block may not)."""
+def _line_blocks(path: Path, strip_bom: bool, start: int = 0, end: int | None = None,
+                 block: int | None = None) -> Iterator[bytes]:
+    """The file's bytes in blocks of about JSON_BLOCK ending after a LF (the last block may not).
+
+    The file is read in chunks ending at multiples of ``block`` (JSON_BLOCK); a block ends after
+    the last LF of the chunks read so far, so every block boundary is "just after the last LF
+    before a multiple of ``block``". ``start``/``end``: the blocks of that byte range only,
+    ``start`` being such a boundary (or 0) and ``end`` one or the file's size -- they are then the
+    very blocks the whole file's reading gives there."""
+    block = block or JSON_BLOCK
     rest = b""
     with open(path, "rb") as fh:
+        fh.seek(start)
+        pos = start
         first = True
         while True:
-            chunk = fh.read(JSON_BLOCK)
+            n = block - pos % block
+            if end is not None:
+                n = min(n, end - pos)
+            chunk = fh.read(n) if n > 0 else b""
+            pos += len(chunk)
             if first:
                 first = False
-                if strip_bom and chunk.startswith(codecs.BOM_UTF8):
+                if strip_bom and start == 0 and chunk.startswith(codecs.BOM_UTF8):
                     chunk = chunk[len(codecs.BOM_UTF8):]
             if not chunk:
                 if rest:
@@ -335,14 +368,96 @@ def _line_blocks(path: Path, strip_bom: bool) -> Iterator[bytes]:
 
 
 def iter_jsonl(path: Path, encoding: str, columns: list[str], source: str,
-               data: Path | None = None) -> Iterator[pa.RecordBatch]:
+               data: Path | None = None, pool: Executor | None = None,
+               parts: str | None = None) -> Iterator[pa.RecordBatch]:
     """JSON Lines; numbers come back as the exact text delivered (as stdlib ``json`` with
     parse_int/parse_float=str gives them; see ``_JsonlReader``). Row numbers are the file's
     line numbers; blank lines are skipped. ``data``: the UTF-8 transcoding of ``path`` (a
-    GB18030 file, decoded once by ``encoding.detect_file``); else ``path`` must be UTF-8."""
+    GB18030 file, decoded once by ``encoding.detect_file``); else ``path`` must be UTF-8.
+    ``pool``: parse ranges of the file in these worker processes (``_parallel_jsonl``), which
+    hand their batches over in the files ``<parts>N`` (removed once mapped)."""
     if data is None and encoding != "utf-8-sig":
         raise ValueError(f"{path}: {encoding} JSON Lines need their UTF-8 transcoding (data=)")
-    yield from _JsonlReader(columns, source).batches(data or path, strip_bom=data is None)
+    if pool is not None:
+        if parts is None:
+            raise ValueError("parallel JSON Lines need a path prefix for the workers' files (parts=)")
+        yield from _parallel_jsonl(data or path, columns, source, data is None, pool, parts)
+    else:
+        yield from _JsonlReader(columns, source).batches(data or path, strip_bom=data is None)
+
+
+def _jsonl_range(path: str, start: int, end: int, columns: list[str], source: str, strip_bom: bool,
+                 block: int, batch: int, out: str) -> tuple[int, tuple | None]:
+    """Worker: the record batches of the lines in ``[start, end)`` (line numbers counted from
+    ``start``) as one Arrow IPC stream in the file ``out`` (the parent maps it: no copy through a
+    pipe); returns the number of lines read and the error that stopped the range if any:
+    (class name, rule, local row, message after "row N: ", columns)."""
+    reader = _JsonlReader(columns, source, batch)
+    sink = pa.OSFile(out, "wb")
+    err = None
+    with pa.ipc.new_stream(sink, reader.schema.append(pa.field("_line", pa.int64()))) as w:
+        try:
+            for rb in reader.batches(Path(path), strip_bom, start, end, block):
+                w.write_batch(rb)
+        except (ContractError, ParseError) as e:
+            prefix, msg = f"{source}: row {e.row}: ", str(e)
+            if e.row is None or not msg.startswith(prefix):
+                raise  # (the JSON Lines reader raises none such; the parent would see it as is)
+            err = (type(e).__name__, e.rule, e.row, msg[len(prefix):], getattr(e, "columns", []))
+    sink.close()
+    return reader.lineno, err
+
+
+def _parallel_jsonl(path: Path, columns: list[str], source: str, strip_bom: bool,
+                    pool: Executor, parts: str) -> Iterator[pa.RecordBatch]:
+    """The sequential reader's record batches, parsed by ``pool`` in ranges of RANGE_BLOCKS
+    blocks: each range starts at a block boundary, so its blocks (and the batches, fast or
+    stdlib path, decided per block) are the sequential ones; the parent adds the lines of the
+    ranges before to the row numbers, and to the row of an error."""
+    ranges = enc.line_ranges(path, JSON_BLOCK * RANGE_BLOCKS)
+    args = [(str(path), s, e, columns, source, strip_bom, JSON_BLOCK, JSON_BATCH, f"{parts}{i}")
+            for i, (s, e) in enumerate(ranges)]
+    offset = 0
+    with contextlib.closing(enc.ordered_map(pool, _jsonl_range, args, 2 * _workers())) as results:
+        for (nlines, err), a in zip(results, args):
+            src = pa.memory_map(a[-1])  # the batches' buffers keep the mapping alive, not the file
+            os.unlink(a[-1])
+            for rb in pa.ipc.open_stream(src):
+                if offset:
+                    i = rb.schema.get_field_index("_line")
+                    rb = rb.set_column(i, rb.schema.field(i), pc.add(rb.column(i), offset))
+                yield rb
+            if err is not None:
+                kind, rule, row, rest, cols = err
+                msg = f"{source}: row {row + offset}: {rest}"
+                if kind == "ContractError":
+                    raise ContractError(rule, msg, row=row + offset, columns=cols)
+                raise ParseError(rule, msg, row=row + offset)
+            offset += nlines
+
+
+def _workers() -> int:
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, MAX_WORKERS))
+
+
+@contextlib.contextmanager
+def _worker_pool(path: Path) -> Iterator[Executor | None]:
+    """Worker processes for a large file, else None (the sequential path). 'spawn': the parent
+    may be a threaded Airflow task process (fork would copy held locks); a daemonic process
+    may not have children, so it keeps the sequential path."""
+    n = _workers()
+    if n < 2 or path.stat().st_size < PARALLEL_MIN_BYTES or multiprocessing.current_process().daemon:
+        yield None
+        return
+    pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _json_batch(cols, columns, schema) -> pa.RecordBatch:
@@ -482,8 +597,11 @@ def ingest_file(lake: Lake, ledger: Ledger, ds: Dataset, delivery_date: str, pat
     utf8 = lake.meta_root / "extract_tmp" / f"{ds.id}.{batch_id}.utf8"
     utf8.parent.mkdir(parents=True, exist_ok=True)
     detail: dict = {}
-    try:
-        res.encoding = enc.detect_file(path, transcode_to=utf8)
+
+    def extract(pool: Executor | None) -> None:
+        res.encoding = enc.detect_file(path, transcode_to=utf8, pool=pool, inflight=2 * _workers())
+        if pool is not None and ds.format != "jsonl":
+            pool.shutdown()  # the CSV is parsed by pyarrow in this process: free the workers now
         data = utf8 if res.encoding != "utf-8-sig" else None
         if ds.format == "csv":
             header = _csv_header(path, res.encoding, data)
@@ -491,11 +609,22 @@ def ingest_file(lake: Lake, ledger: Ledger, ds: Dataset, delivery_date: str, pat
             batches = iter_csv(path, res.encoding, header, data)
         elif ds.format == "jsonl":
             jsonl_missing_columns(ds, path, res.encoding, source_file, data)
-            batches = iter_jsonl(path, res.encoding, ds.column_names, source_file, data)
+            batches = iter_jsonl(path, res.encoding, ds.column_names, source_file, data, pool=pool,
+                                 parts=f"{utf8}.jsonl-part")
         else:
             raise ParseError("format.unsupported", f"{source_file}: rule format.unsupported: format {ds.format!r}")
         res.rows = _write_batches(batches, tmp_dir, ds.column_names, batch_id=batch_id, source_file=source_file,
                                   sha=sha, ingested_at=now, delivery_date=delivery_date)
+
+    try:
+        try:
+            with _worker_pool(path) as pool:
+                extract(pool)
+        except BrokenProcessPool as e:  # a worker died (or could not start): redo it in this process
+            log.warning("%s: worker processes failed (%s); extracting it sequentially", source_file, e)
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+            utf8.unlink(missing_ok=True)
+            extract(None)
         if res.rows == 0 and ds.delivery != "incremental":
             # an incremental feed may have no events that day; an empty snapshot is a fault
             raise ParseError("file.empty", f"{source_file}: rule file.empty: the snapshot delivery has no data rows",
@@ -509,6 +638,8 @@ def ingest_file(lake: Lake, ledger: Ledger, ds: Dataset, delivery_date: str, pat
         detail = {"row": e.row, "rule": e.rule, "columns": getattr(e, "columns", [])}
     finally:
         utf8.unlink(missing_ok=True)
+        for part in utf8.parent.glob(f"{utf8.name}.*part*"):  # a worker's output an error left behind
+            part.unlink(missing_ok=True)
     if res.status == "quarantined":
         shutil.rmtree(tmp_dir, ignore_errors=True)
         res.rows = 0
