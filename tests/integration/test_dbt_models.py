@@ -294,3 +294,27 @@ def test_unique_columns_catches_a_repeated_key(built):
     ok = run_dbt(["test"], lake=lake, build_dir=run.build_dir, select="test_name:unique_columns")
     tests = [n for n in ok.nodes if n["name"].startswith("unique_columns_")]
     assert len(tests) == 18 and all(n["status"] == "pass" for n in tests)
+
+
+def test_every_layer_file_has_a_final_order_by(built):
+    """DuckDB runs with preserve_insertion_order false (profiles.yml), so a layer file's row order,
+    and with it its bytes (incremental vs full rebuild, test_incremental), is fixed only by an
+    ORDER BY: every external model's compiled SQL must end with one."""
+    import json
+    import re
+
+    lake, _, _, _ = built
+    target = lake.meta_root / "dbt" / "target"
+    manifest = json.loads((target / "manifest.json").read_text(encoding="utf-8"))
+    external = [n for n in manifest["nodes"].values()
+                if n["resource_type"] == "model" and n["config"].get("materialized") == "external"]
+    assert len(external) == 10  # six stg_, quarantine_rows, three products
+    for n in external:
+        sql = (target / "compiled" / "govlake" / n["original_file_path"]).read_text(encoding="utf-8")
+        code = re.sub(r"--[^\n]*", "", sql).lower()
+        at = code.rfind("order by")
+        depth = [0]
+        for ch in code[at:] if at >= 0 else "":
+            depth.append(depth[-1] + (ch == "(") - (ch == ")"))
+        # found, and not inside a subquery or a window: no ")" closes a "(" opened before it
+        assert at >= 0 and min(depth) >= 0, f"{n['name']}: the layer file needs a final ORDER BY on a unique key"
