@@ -112,8 +112,8 @@ def _dbt_nodes(lake) -> list[dict]:
 
 
 HOUSEHOLD = "public_security.household_registration"
-HOUSEHOLD_STG = "stg_public_security__household_registration"
-HOUSEHOLD_CHK = "chk_public_security__household_registration"
+HOUSEHOLD_STG = "stg_" + HOUSEHOLD.replace(".", "__")
+HOUSEHOLD_CHK = "chk_" + HOUSEHOLD.replace(".", "__")
 HOUSEHOLD_SELECT = f"+{HOUSEHOLD_STG}"  # the seed, chk_ and stg_ of the feed (and their tests)
 
 
@@ -252,7 +252,7 @@ def _household_stage(full: list[dict]) -> dict:
     ex = next(s for s in full if s["stage"] == f"full: extract {HOUSEHOLD}")
     dbt = next(s for s in full if s["stage"] == "full: dbt standardized")
     nodes = {n["node"]: n["seconds"] for n in dbt.get("nodes", [])}
-    std = sum(v for k, v in nodes.items() if k.endswith("public_security__household_registration"))
+    std = sum(v for k, v in nodes.items() if k in (HOUSEHOLD_CHK, HOUSEHOLD_STG))
     return {"wall_s": round(ex["wall_s"] + std, 3), "extract_s": ex["wall_s"], "dbt_nodes_s": round(std, 3),
             "quarantine_rows_node_s": nodes.get("quarantine_rows"),
             "label": "in the full run (shares cores with social insurance)"}
