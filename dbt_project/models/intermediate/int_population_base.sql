@@ -14,16 +14,16 @@
     'int_tax__taxpayer_registration': ['legal_rep_id_number'],
 } -%}
 {%- set mode = glx_plan_touched_by('id_number', sources) %}
-{#- one bit per department, in name order, so that known_by lists them sorted -#}
-{%- set depts = [] %}{% for m in sources %}{% set d = m[4:].split('__')[0] %}{% if d not in depts %}{% do depts.append(d) %}{% endif %}{% endfor %}
-{%- set depts = depts | sort %}
+{#- the department of each int model (its name's), and one bit per department in name order, so
+    that known_by lists them sorted -#}
+{%- set dept_of = {} %}{% for m in sources %}{% do dept_of.update({m: m[4:].split('__')[0]}) %}{% endfor %}
+{%- set depts = dept_of.values() | unique | sort %}
 -- govlake_touched: {{ mode }}
 with known as (
     -- every id a department's current data names (the department is the int model's, as a bit)
     {%- for m, cols in sources.items() %}
-    {%- set dept = m[4:].split('__')[0] %}
     {%- for c in cols %}
-    select x.{{ c }} as id_number, {{ 2 ** depts.index(dept) }} as dept_bit from {{ ref(m) }} as x
+    select x.{{ c }} as id_number, {{ 2 ** depts.index(dept_of[m]) }} as dept_bit from {{ ref(m) }} as x
     where {{ glx_keys_filter(mode, ['x.' ~ c], ['id_number']) }}
     {%- if not loop.last %}
     union all
