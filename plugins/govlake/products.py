@@ -80,9 +80,14 @@ def model_files(dbt_dir: Path | None = None) -> list[Path]:
     return out
 
 
+# libyaml's safe loader when PyYAML was built with it (same documents, ~5x faster than the pure
+# Python one: the catalog, publish and query service read every model YAML)
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _parse_file(path: Path) -> list[Product]:
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        doc = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER) or {}
     except yaml.YAMLError as exc:
         raise ProductMetadataError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(doc, dict):

@@ -236,6 +236,7 @@ def product_sources(lake: Lake) -> dict[str, set[str]]:
         return {}
     m = json.loads(manifest.read_text(encoding="utf-8"))
     parents = m.get("parent_map", {})
+    products = set(shared_products())  # once: it parses every model YAML (~0.1 s a call)
     out: dict[str, set[str]] = {}
 
     def walk(uid, acc, seen):
@@ -250,7 +251,7 @@ def product_sources(lake: Lake) -> dict[str, set[str]]:
                 walk(p, acc, seen)
 
     for uid in parents:
-        if uid.startswith("model.") and uid.split(".")[-1] in shared_products():
+        if uid.startswith("model.") and uid.split(".")[-1] in products:
             acc: set[str] = set()
             walk(uid, acc, set())
             out[uid.split(".")[-1]] = acc
