@@ -8,6 +8,7 @@ plugin when it opens the profile, so a plain ``dbt build`` works as well as ``ru
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,10 @@ LAYERS = ("standardized", "shared")
 
 class Plugin(BasePlugin):
     def initialize(self, plugin_config: dict[str, Any]) -> None:
-        build_dir = plugin_config.get("build_dir")
+        # the environment, not plugin_config: a per-run value in profiles.yml would make dbt
+        # re-parse the whole project on every run (it hashes the connection settings)
+        lake = os.environ.get("GOVLAKE_LAKE_ROOT")
+        build_dir = os.environ.get("GOVLAKE_BUILD_DIR") or (f"{lake}/candidate/dev" if lake else None)
         if build_dir:
             for layer in LAYERS:
                 (Path(build_dir) / layer).mkdir(parents=True, exist_ok=True)

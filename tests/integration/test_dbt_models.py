@@ -318,3 +318,23 @@ def test_every_layer_file_has_a_final_order_by(built):
             depth.append(depth[-1] + (ch == "(") - (ch == ")"))
         # found, and not inside a subquery or a window: no ")" closes a "(" opened before it
         assert at >= 0 and min(depth) >= 0, f"{n['name']}: the layer file needs a final ORDER BY on a unique key"
+
+
+def test_next_run_reuses_the_parse_and_writes_into_its_own_build_dir(built, tmp_path):
+    """Every run has its own candidate folder. It must not be part of the dbt profile: dbt hashes
+    the profile's connection settings and re-parses the whole project when they change (1.6 s of
+    every run at any size). A second run into another folder parses partially and still writes
+    its layer files there."""
+    lake, _, _, _ = built
+    log = lake.meta_root / "dbt" / "logs" / "dbt.log"
+    start = log.stat().st_size
+    other = tmp_path / "next-run"
+    run = run_dbt(["run"], lake=lake, build_dir=other, select="stg_tax__taxpayer_registration")
+    with log.open("rb") as f:
+        f.seek(start)
+        text = f.read().decode("utf-8", "replace")
+    assert "Running with dbt" in text
+    assert "Unable to do partial parsing" not in text, [
+        line for line in text.splitlines() if "partial parsing" in line]
+    assert output_path(other, "stg_tax__taxpayer_registration").exists()
+    assert [n["status"] for n in run.nodes if n["name"] == "stg_tax__taxpayer_registration"] == ["success"]

@@ -8,9 +8,9 @@
       one all-NULL row into the file (and hides it in the view), which a gate or a reader of the
       published file would see;
     - the file is zstd-compressed, with row groups of `row_group_size` rows (default 122880).
-  Location: config `location`, else  <external_root>/<layer>/<model>.parquet  where
-  external_root comes from the profile (env GOVLAKE_BUILD_DIR, the candidate folder of the run)
-  and layer is standardized (staging and quarantine_rows, gated together) or shared. A view with the model's
+  Location: config `location`, else  <build dir>/<layer>/<model>.parquet  where the build dir
+  is env GOVLAKE_BUILD_DIR (the candidate folder of the run; default <lake>/candidate/dev), read
+  when the model runs (not in profiles.yml: see there) and layer is standardized (staging and quarantine_rows, gated together) or shared. A view with the model's
   name is left in the DuckDB file over the Parquet file, so downstream refs read the file.
 -#}
 
@@ -21,8 +21,13 @@
 {%- endmacro %}
 
 
+{% macro glx_build_dir() -%}
+  {{- return(env_var('GOVLAKE_BUILD_DIR', env_var('GOVLAKE_LAKE_ROOT') ~ '/candidate/dev')) -}}
+{%- endmacro %}
+
+
 {% macro glx_external_location(model) -%}
-  {{- return(adapter.external_root() ~ '/' ~ glx_layer_of(model) ~ '/' ~ model.alias ~ '.parquet') -}}
+  {{- return(glx_build_dir() ~ '/' ~ glx_layer_of(model) ~ '/' ~ model.alias ~ '.parquet') -}}
 {%- endmacro %}
 
 
