@@ -8,8 +8,10 @@
 2. Runs, each in its own child process so that one's memory does not hide in another's:
    - ``govlake``: the stage functions the Airflow tasks call, in order, on a fresh lake:
      extract (per feed), dbt standardized, gate standardized, dbt shared, gate shared, publish;
-     then (``--no-incremental`` skips it) a next-day delivery of 1 % new/changed rows
-     (benchmarks/changeset.py) through the same stages: the incremental cost;
+     then (``--no-incremental`` skips both) a next-day delivery of 1 % new/changed rows
+     (benchmarks/changeset.py) through the same stages: the incremental cost; then a day on
+     which nothing is delivered, through the same stages: the part of a day's cost that does not
+     depend on the size of the change (fixed costs and whole-table work);
    - ``household``: the govlake stage comparable with the pandas/Spark scripts, alone on another
      fresh lake: extract of the household feed only, then one dbt build of
      ``+stg_public_security__household_registration`` (seed, chk_, stg_ and their tests) with
@@ -43,6 +45,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 DATE = "2026-11-20"
 NEXT_DATE = "2026-11-21"
+QUIET_DATE = "2026-11-22"  # nothing delivered
 
 
 # ================================================================================ children
@@ -99,7 +102,24 @@ def _child_govlake(lake_root: Path, out: Path, incremental: bool) -> dict:
         m.result["changeset"] = info
         stages.append(m.result)
         stages += full_run("incremental", NEXT_DATE)
+        before = _current_product_sha(lake)
+        stages += full_run("no change", QUIET_DATE)
+        after = _current_product_sha(lake)
+        # nothing new came in: every product is republished (a new version) with the same bytes
+        stages[-1]["same_bytes_as_previous_day"] = all(
+            after[p][0] == before[p][0] + 1 and after[p][1] == before[p][1] for p in before)
     return {"stages": stages}
+
+
+def _current_product_sha(lake) -> dict:
+    """product -> (version, SHA-256 of its file), from the current version's manifest."""
+    from govlake import publish, transform
+
+    out = {}
+    for p in transform.shared_products():
+        m = json.loads((lake.current_dir(p) / publish.MANIFEST).read_text(encoding="utf-8"))
+        out[p] = (m["version"], [f["sha256"] for f in m["files"]])
+    return out
 
 
 def _dbt_nodes(lake) -> list[dict]:
@@ -402,6 +422,12 @@ def compute_ratios(res: dict) -> dict:
         r["incremental next-day / full build"] = f"{100 * inc / total:.1f} %  ({inc:.1f} s / {total:.1f} s; target <= 5 %)"
         ic, tc = by["incremental: total"]["cpu_s"], by["full: total"]["cpu_s"]
         r["incremental next-day / full build, CPU time"] = f"{100 * ic / tc:.1f} %  ({ic:.1f} s / {tc:.1f} s)"
+    if "no change: total" in by:
+        q = by["no change: total"]
+        r["day with nothing delivered / full build"] = (
+            f"{100 * q['wall_s'] / total:.1f} %  ({q['wall_s']:.1f} s wall, {q['cpu_s']:.1f} s CPU: the part of "
+            f"a day's cost that does not depend on the change; products republished with the same bytes: "
+            f"{'yes' if q.get('same_bytes_as_previous_day') else 'NO'})")
     if have_full and "stages" in runs.get("airflow", {}):
         af = runs["airflow"]["stages"][0]["wall_s"]
         afc, tc = runs["airflow"]["stages"][0]["cpu_s"], by["full: total"]["cpu_s"]

@@ -46,6 +46,12 @@ def test_benchmark_smoke(tmp_path):
     inc = stages["incremental: extract"]["rows"]
     assert 0 < inc < stages["full: extract"]["rows"] / 10
     assert len(stages["incremental: publish"]["published"]) == 3
+    # a day with nothing delivered goes through every stage, extracts nothing and republishes
+    # every product with the same bytes
+    assert stages["no change: extract"]["rows"] == 0
+    assert len(stages["no change: publish"]["published"]) == 3
+    assert stages["no change: total"]["same_bytes_as_previous_day"] is True
+    assert "products republished with the same bytes: yes" in res["ratios"]["day with nothing delivered / full build"]
     for key in ("floor ratio (govlake end-to-end / floor)", "pandas / govlake (household standardization)",
                 "gates / transform", "incremental next-day / full build"):
         assert key in res["ratios"], key
