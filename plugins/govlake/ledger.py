@@ -44,7 +44,22 @@ create table if not exists deliveries (
     primary key (dept, dataset, sha256, delivery_date)
 );
 create index if not exists deliveries_name on deliveries (dept, dataset, delivery_date, file_name);
+-- the SHA-256 of each landing file as last read, with the file's stat at the time: lets a later
+-- extraction recognise an unchanged, already-seen file without reading it again (see cached_sha)
+create table if not exists landing_hashes (
+    source_file  text primary key,
+    size_bytes   integer not null,
+    mtime_ns     integer not null,
+    inode        integer not null,
+    sha256       text not null,
+    hashed_at_ns integer not null
+);
 """
+
+# a cached hash is trusted only for a file last modified this long before it was hashed: a file
+# rewritten (same size) within the file system's timestamp granularity of the hashing could keep
+# its mtime, so it is read again ("racy" entries, as git's index treats them)
+RACY_NS = 2_000_000_000
 
 COLUMNS = ["batch_id", "dept", "dataset", "delivery_date", "file_name", "source_file", "sha256",
            "size_bytes", "rows", "status", "encoding", "reason", "message", "supersedes",
@@ -96,6 +111,24 @@ class Ledger:
         with self._conn() as c:
             row = c.execute(q + " order by status = 'duplicate', ingested_at limit 1", args).fetchone()
         return Delivery(**dict(row)) if row else None
+
+    def cached_sha(self, source_file: str, st: os.stat_result) -> str | None:
+        """The SHA-256 of ``source_file`` as last read, if the file is provably unchanged since:
+        same size, modification time (ns) and inode, and modified at least RACY_NS before it
+        was hashed. Otherwise None: the caller reads and hashes the file."""
+        with self._conn() as c:
+            row = c.execute("select * from landing_hashes where source_file=?", (source_file,)).fetchone()
+        if (row is None or row["size_bytes"] != st.st_size or row["mtime_ns"] != st.st_mtime_ns
+                or row["inode"] != st.st_ino or row["hashed_at_ns"] - row["mtime_ns"] < RACY_NS):
+            return None
+        return row["sha256"]
+
+    def remember_sha(self, source_file: str, st: os.stat_result, sha256: str, hashed_at_ns: int) -> None:
+        """Record the hash of ``source_file`` read from the file whose stat (taken before
+        reading) is ``st``; ``hashed_at_ns`` is the wall-clock time reading started."""
+        with self._conn() as c:
+            c.execute("insert or replace into landing_hashes values (?, ?, ?, ?, ?, ?)",
+                      (source_file, st.st_size, st.st_mtime_ns, st.st_ino, sha256, hashed_at_ns))
 
     def previous_version(self, dept: str, dataset: str, delivery_date: str, file_name: str) -> Delivery | None:
         """The live (not superseded) ingested batch of the same file name and delivery date."""
