@@ -342,3 +342,39 @@ def test_next_run_reuses_the_parse_and_writes_into_its_own_build_dir(built, tmp_
         line for line in text.splitlines() if "partial parsing" in line]
     assert output_path(other, "stg_tax__taxpayer_registration").exists()
     assert [n["status"] for n in run.nodes if n["name"] == "stg_tax__taxpayer_registration"] == ["success"]
+
+
+def test_chk_key_tested_on_new_batches_and_every_batch_counted_against_the_ledger(built):
+    """chk_ key uniqueness is tested on the batches not gated yet (this run's); a row repeated in
+    a batch gated earlier is caught by rows_match_ledger, which counts every batch every run."""
+    lake, run, _, _ = built
+    table = "main.chk_tax__taxpayer_registration"
+    select = "chk_tax__taxpayer_registration,test_name:unique_columns chk_tax__taxpayer_registration,test_name:rows_match_ledger"
+    con = duckdb.connect(str(lake.duckdb_path))
+    batch = con.execute(f"select min(_batch_id) from {table}").fetchone()[0]
+    con.execute(f"insert into {table} select * from {table} where _batch_id = ? limit 1", [batch])
+    con.close()
+    try:
+        # the batch is not gated yet: both tests see the copy
+        with pytest.raises(DbtError) as err:
+            run_dbt(["test"], lake=lake, build_dir=run.build_dir, select=select)
+        assert sorted(name for name, _, _ in err.value.failures) == [
+            "rows_match_ledger_chk_tax__taxpayer_registration_tax_taxpayer_registration",
+            "unique_columns_chk_tax__taxpayer_registration__batch_id___source_file___row_number__tax_taxpayer_registration"]
+        # once the batch has passed the gate, only the ledger count still sees it
+        con = duckdb.connect(str(lake.duckdb_path))
+        con.execute("insert into main.govlake_gated_batches values ('tax', 'taxpayer_registration', ?, 'test', now())",
+                    [batch])
+        con.close()
+        with pytest.raises(DbtError) as err:
+            run_dbt(["test"], lake=lake, build_dir=run.build_dir, select=select)
+        assert [name for name, _, _ in err.value.failures] == [
+            "rows_match_ledger_chk_tax__taxpayer_registration_tax_taxpayer_registration"]
+    finally:
+        con = duckdb.connect(str(lake.duckdb_path))
+        con.execute(f"delete from {table} where rowid = (select max(rowid) from {table})")
+        con.execute("delete from main.govlake_gated_batches where run_id = 'test'")
+        con.close()
+    ok = run_dbt(["test"], lake=lake, build_dir=run.build_dir, select="test_name:rows_match_ledger")
+    tests = [n for n in ok.nodes if n["name"].startswith("rows_match_ledger_")]
+    assert len(tests) == 6 and all(n["status"] == "pass" for n in tests)
