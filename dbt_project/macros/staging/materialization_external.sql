@@ -10,8 +10,9 @@
     - the file is zstd-compressed, with row groups of `row_group_size` rows (default 122880).
   Location: config `location`, else  <build dir>/<layer>/<model>.parquet  where the build dir
   is env GOVLAKE_BUILD_DIR (the candidate folder of the run; default <lake>/candidate/dev), read
-  when the model runs (not in profiles.yml: see there) and layer is standardized (staging and quarantine_rows, gated together) or shared. A view with the model's
-  name is left in the DuckDB file over the Parquet file, so downstream refs read the file.
+  when the model runs (not in profiles.yml: see there), and layer is standardized (staging and
+  quarantine_rows, gated together) or shared. A view with the model's name is left in the
+  DuckDB file over the Parquet file, so downstream refs read the file.
 -#}
 
 {% macro glx_layer_of(model) -%}
