@@ -112,12 +112,12 @@ def _child_govlake(lake_root: Path, out: Path, incremental: bool) -> dict:
 
 
 def _current_product_sha(lake) -> dict:
-    """product -> (version, SHA-256 of its file), from the current version's manifest."""
-    from govlake import publish, transform
+    """product -> (version, SHA-256 of its files), from the current version's manifest."""
+    from govlake import transform
 
     out = {}
     for p in transform.shared_products():
-        m = json.loads((lake.current_dir(p) / publish.MANIFEST).read_text(encoding="utf-8"))
+        m = lake.manifest(p)
         out[p] = (m["version"], [f["sha256"] for f in m["files"]])
     return out
 
