@@ -18,6 +18,7 @@ _COMMAND_MODULES = [
     "govlake.commands.ops",
     "govlake.commands.access",
     "govlake.commands.requests",
+    "govlake.commands.audit",
 ]
 
 

@@ -1,4 +1,4 @@
-"""Access subcommands: query (masked, audited), audit verify/show, catalog."""
+"""Access subcommands: query (masked, audited), catalog, token-key."""
 
 from __future__ import annotations
 
@@ -18,15 +18,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--limit", type=int, default=None, help="row limit (default 1000)")
     q.add_argument("--timeout", type=float, default=60.0, help="seconds before the query is interrupted")
     q.set_defaults(func=_query)
-
-    a = sub.add_parser("audit", help="the tamper-evident audit log")
-    asub = a.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
-    v = asub.add_parser("verify", help="check the whole hash chain; exit 1 naming the first bad entry")
-    v.set_defaults(func=_audit_verify)
-    s = asub.add_parser("show", help="print the last entries")
-    s.add_argument("-n", type=int, default=20)
-    s.add_argument("--kind", default=None)
-    s.set_defaults(func=_audit_show)
 
     c = sub.add_parser("catalog", help="show the shared data catalog (共享目录)")
     c.add_argument("--build", action="store_true", help="regenerate catalog.json and the HTML site")
@@ -86,30 +77,6 @@ def _query(args) -> int:
     err.print(f"{res.row_count} row(s){' (truncated at the row limit)' if res.truncated else ''}; "
               f"products {', '.join(f'{p} v{v}' for p, v in res.products.items()) or '-'}; "
               f"masked: {note}; audit #{res.audit_seq}", highlight=False)
-    return 0
-
-
-def _audit_verify(args) -> int:
-    from govlake import audit
-    from govlake.storage import Lake
-
-    lake = Lake.default()
-    res = audit.verify(lake)
-    print(f"{audit.log_path(lake)}: {res}")
-    return 0 if res.ok else 1
-
-
-def _audit_show(args) -> int:
-    import json
-
-    from govlake import audit
-    from govlake.storage import Lake
-
-    rows = audit.entries(Lake.default())
-    if args.kind:
-        rows = [r for r in rows if r.get("kind") == args.kind]
-    for r in rows[-args.n:]:
-        print(json.dumps(r, ensure_ascii=False))
     return 0
 
 

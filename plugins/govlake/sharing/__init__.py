@@ -1,0 +1,1 @@
+"""Sharing zone: what leaves the lake and how (renditions, the sharing service)."""
