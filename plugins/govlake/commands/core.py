@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     d = sub.add_parser("demo", help="generate a small synthetic day and run the pipeline end to end")
     d.add_argument("--people", type=int, default=2000)
-    d.add_argument("--date", default="2026-11-24")
+    d.add_argument("--date", default=None, help="delivery date YYYY-MM-DD (default: today)")
     d.add_argument("--seed", type=int, default=42)
     d.set_defaults(func=_demo)
 
@@ -45,8 +45,11 @@ def _run(args):
 
 
 def _demo(args):
+    import datetime as dt
+
     from govlake import runner
 
+    args.date = args.date or dt.date.today().isoformat()  # today's delivery: fresh on the day it runs
     return runner.cli_demo(args)
 
 
