@@ -3,18 +3,35 @@
 ``govlake run`` runs every extraction DAG (then, once they exist, the transform DAG) for a
 logical date and prints a per-feed summary. Airflow's own log output goes to a log file under
 ``.work/logs/``; the terminal gets the summary.
+
+Two guarantees (a run that exits 0 has left no work undone):
+
+- **lake lock** — a run holds an exclusive ``flock`` on ``<lake>/_meta/locks/run.lock`` (JSON:
+  pid, host, user, started_at, argv) from start to end. A second run on the same lake refuses
+  at once (``LakeBusy``, exit code 75) naming the holder, or waits for it with ``--wait``. The
+  kernel drops the lock when the holder dies, so a killed run leaves no stale lock.
+- **unpublished work is finished** — the transform runs whenever the lake holds landed
+  (ingested) batches that the current published products do not reflect (``unpublished_work``:
+  per product, the live input batches against the ``inputs`` of its current ``_manifest.json``),
+  not only when this run's extraction landed something. A run that was killed, failed, or
+  extracted with ``--only`` is therefore finished (or fails again, loudly) by the next full run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
+import fcntl
+import getpass
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from govlake import config
@@ -127,9 +144,22 @@ def logical_datetime(date: str | None) -> dt.datetime:
 
 
 def run_pipeline(date: str | None = None, only: list[str] | None = None, log_file: Path | None = None,
-                 progress: bool = True) -> list[dict]:
-    """Run every extraction DAG (then the transform DAG, if present) for ``date``."""
+                 progress: bool = True, wait: bool = False) -> list[dict]:
+    """Run every extraction DAG (then the transform DAG, if present) for ``date``, holding the
+    lake's run lock (``LakeBusy`` if another run holds it, unless ``wait``)."""
+    from rich.console import Console
+
+    from govlake.storage import Lake
+
     config.apply_env()
+    console = Console(stderr=True, quiet=not progress)
+    with run_lock(Lake.default(), wait=wait, console=console):
+        return _run_pipeline(date, only, log_file, console)
+
+
+def _run_pipeline(date: str | None, only: list[str] | None, log_file: Path | None, console) -> list[dict]:
+    from govlake.storage import Lake
+
     ensure_airflow_db()
     logical = logical_datetime(date)
     with _airflow_output_to(log_file) if log_file else contextlib.nullcontext():
@@ -141,31 +171,178 @@ def run_pipeline(date: str | None = None, only: list[str] | None = None, log_fil
     # 互联互通率, alerts; publishes department_connectivity)
     order = extract_ids + [d for d in ("transform_shared", "ops_monitor") if d in dags and not only]
     results = []
-    from rich.console import Console
-
-    console = Console(stderr=True, quiet=not progress)
+    lake = Lake.default()
     for dag_id in order:
-        if dag_id == "transform_shared" and not _transform_needed(results):
-            console.print("  transform_shared: not run — no new deliveries and every product is published "
-                          "(data-aware schedule: it runs when a raw Asset changes)")
-            continue
+        work = None
+        if dag_id == "transform_shared":
+            work = unpublished_work(lake)
+            if not work.needed:
+                console.print("  transform_shared: not run — every landed batch is already published "
+                              "(data-aware schedule: it runs when a raw Asset changes)")
+                continue
+            earlier = work.not_landed_by(_landed_batches(results))
+            if earlier.needed:
+                console.print(f"  transform_shared: finishing unpublished work — {earlier.describe()}")
         with console.status(f"running {dag_id} through Airflow …"):
             res = run_dag(dags[dag_id], logical, log_file)
+        if work is not None:
+            res["unpublished_work"] = work.as_dict()
+            res["finishing_unpublished"] = work.not_landed_by(_landed_batches(results)).as_dict()
         console.print(f"  {dag_id}: {res['state']} in {res['seconds']} s")
         results.append(res)
+    if only and "transform_shared" in dags:
+        work = unpublished_work(lake)
+        if work.needed:
+            console.print(f"  transform_shared: not run (--only) — {work.describe()}; they are waiting: "
+                          "a full `govlake run` (without --only) will publish them")
     return results
 
 
-def _transform_needed(extract_results: list[dict]) -> bool:
-    """Like Airflow's data-aware schedule: run the transform only when an extraction landed new
-    batches (a raw Asset event), or when a product has never been published."""
-    from govlake import transform
-    from govlake.storage import Lake
+def _landed_batches(results: list[dict]) -> set[str]:
+    """Batch ids the extractions of this run landed."""
+    return {b for r in results for s in r["summaries"].values() if isinstance(s, dict)
+            for b in s.get("new_batches") or []}
 
-    new = any(s.get("new_batches") for r in extract_results for s in r["summaries"].values())
-    lake = Lake.default()
-    unpublished = any(lake.current_version(p) is None for p in transform.shared_products())
-    return new or unpublished
+
+@dataclass
+class UnpublishedWork:
+    """What the published products do not reflect yet: landed batches missing from a product's
+    current inputs (``batches``: dicts dept, dataset, batch_id, delivery_date, products), products
+    with no current version (``unpublished``), and products whose current inputs name batches no
+    longer live, e.g. superseded (``stale``)."""
+
+    batches: list[dict] = field(default_factory=list)
+    unpublished: list[str] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
+
+    @property
+    def needed(self) -> bool:
+        return bool(self.batches or self.unpublished or self.stale)
+
+    def not_landed_by(self, landed: set[str]) -> "UnpublishedWork":
+        """The part of the work that does not come from the batches ``landed`` (this run's)."""
+        if not landed:
+            return self
+        # a product never published gets this run's batches: nothing earlier unless batches are
+        return UnpublishedWork([b for b in self.batches if b["batch_id"] not in landed], [], list(self.stale))
+
+    def describe(self, limit: int = 4) -> str:
+        parts = []
+        if self.batches:
+            n = len(self.batches)
+            shown = ", ".join(f"{b['dept']}.{b['dataset']}: {b['delivery_date']}" for b in self.batches[:limit])
+            more = ", …" if n > limit else ""
+            parts.append(f"{n} landed batch{'es' if n != 1 else ''} not yet published ({shown}{more})")
+        if self.unpublished:
+            parts.append(f"no published version of {', '.join(self.unpublished)}")
+        if self.stale:
+            parts.append(f"current inputs of {', '.join(self.stale)} are no longer live (superseded)")
+        return "; ".join(parts) or "nothing"
+
+    def as_dict(self) -> dict:
+        return {"batches": self.batches, "unpublished": self.unpublished, "stale": self.stale,
+                "message": self.describe() if self.needed else ""}
+
+
+def unpublished_work(lake) -> UnpublishedWork:
+    """Compare, per shared product, the batch ids of the live inputs (``transform.live_inputs``
+    restricted to ``transform.product_sources``, exactly what ``publish_layer`` records) with the
+    ``inputs`` of the product's current ``_manifest.json``."""
+    from govlake import transform
+
+    products = transform.shared_products()
+    inputs = transform.live_inputs(lake)
+    sources = transform.product_sources(lake)
+    work = UnpublishedWork()
+    missing: dict[str, dict] = {}
+    for product in products:
+        manifest = lake.manifest(product) if lake.current_version(product) is not None else None
+        if manifest is None:
+            work.unpublished.append(product)
+        used = sources.get(product)
+        live = {i["batch_id"]: i for i in inputs if used is None or f"{i['dept']}.{i['dataset']}" in used}
+        have = {i.get("batch_id") for i in (manifest or {}).get("inputs") or [] if isinstance(i, dict)}
+        for bid in sorted(set(live) - have):
+            i = live[bid]
+            entry = missing.setdefault(bid, {"dept": i["dept"], "dataset": i["dataset"], "batch_id": bid,
+                                             "delivery_date": i["delivery_date"], "products": []})
+            entry["products"].append(product)
+        if have - set(live):
+            work.stale.append(product)
+    work.batches = sorted(missing.values(), key=lambda b: (b["delivery_date"], b["dept"], b["dataset"], b["batch_id"]))
+    return work
+
+
+# ------------------------------------------------------------------------------ run lock
+EX_TEMPFAIL = 75  # sysexits.h: temporary failure, try again later
+
+
+class LakeBusy(RuntimeError):
+    """Another ``govlake run`` holds the lake's run lock."""
+
+    exit_code = EX_TEMPFAIL
+
+
+def run_lock_path(lake) -> Path:
+    return lake.locks_root / "run.lock"
+
+
+def _lock_holder(fd: int) -> dict:
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        data = os.read(fd, 1 << 16)
+        return json.loads(data.decode("utf-8")) if data.strip() else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def describe_holder(holder: dict) -> str:
+    if not holder:
+        return "a process that has not recorded itself yet"
+    argv = holder.get("argv")
+    cmd = " ".join(argv) if isinstance(argv, list) else str(argv or "?")
+    return (f"pid {holder.get('pid', '?')} on {holder.get('host', '?')} (user {holder.get('user', '?')}) "
+            f"started {holder.get('started_at', '?')}, command {cmd}")
+
+
+@contextlib.contextmanager
+def run_lock(lake, *, wait: bool = False, argv: list[str] | None = None, console=None):
+    """Hold the lake's exclusive run lock (``flock`` on ``_meta/locks/run.lock``) for the body.
+
+    Refuses at once with ``LakeBusy`` naming the holder, or blocks until the holder is done
+    when ``wait``. The kernel releases the lock when the process exits or dies."""
+    path = run_lock_path(lake)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+            holder = _lock_holder(fd)
+            if not wait:
+                raise LakeBusy(f"another govlake run holds the lake {lake.root}: {describe_holder(holder)}; "
+                               f"wait for it or pass --wait (lock file {path})") from None
+            if console is not None:
+                console.print(f"  waiting for the lake {lake.root}: held by {describe_holder(holder)} …")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            user = getpass.getuser()
+        except Exception:  # pragma: no cover - no passwd entry
+            user = str(os.getuid())
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "user": user,
+                "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "argv": list(sys.argv if argv is None else argv), "lake": str(lake.root)}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info, ensure_ascii=False).encode("utf-8"), 0)
+        os.fsync(fd)
+        try:
+            yield info
+        finally:
+            os.ftruncate(fd, 0)  # a free lock holds no holder (a killed holder's stays: harmless)
+    finally:
+        os.close(fd)  # releases the flock
 
 
 def print_summary(results: list[dict], log_file: Path | None) -> None:
@@ -228,7 +405,8 @@ def _print_transform(console, tr: dict, lake) -> None:
         for col in ("product", "version", "rows", "path"):
             t.add_column(col)
         for p in pubs:
-            t.add_row(p["product"], f"v={p['version']}", str(p["rows"]), str(lake.current_link(p["product"])))
+            version = f"unchanged (v={p['version']})" if p.get("unchanged") else f"v={p['version']}"
+            t.add_row(p["product"], version, str(p["rows"]), str(lake.current_link(p["product"])))
         console.print(t)
     for task_id in ("gate_standardized", "gate_shared"):
         g = ret.get(task_id)
@@ -252,7 +430,11 @@ def _log_path() -> Path:
 
 def cli_run(args) -> int:
     log_file = _log_path()
-    results = run_pipeline(args.date, only=args.only, log_file=log_file)
+    try:
+        results = run_pipeline(args.date, only=args.only, log_file=log_file, wait=getattr(args, "wait", False))
+    except LakeBusy as e:
+        print(f"govlake run: {e}", file=sys.stderr)
+        return e.exit_code
     print_summary(results, log_file)
     failed = [r for r in results if r["state"] != "success"]
     for r in failed:
@@ -276,7 +458,7 @@ def cli_demo(args) -> int:
     from govlake import masking
 
     key = masking.ensure_local_key()
-    rc = cli_run(type("A", (), {"date": args.date, "only": None})())
+    rc = cli_run(type("A", (), {"date": args.date, "only": None, "wait": False})())
     print(f"demo finished in {time.monotonic() - t0:.1f} s")
     print(f"join-token key (local, not committed): {key}")
     print("try, as an analyst (masked per role, audited):")

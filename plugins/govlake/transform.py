@@ -258,8 +258,35 @@ def product_sources(lake: Lake) -> dict[str, set[str]]:
     return out
 
 
+def _canonical_inputs(inputs: list) -> list[str]:
+    return sorted(json.dumps(i, sort_keys=True, ensure_ascii=False, default=str) for i in inputs or [])
+
+
+def unchanged_publication(lake: Lake, product: str, candidate_file: Path, inputs: list[dict]) -> dict | None:
+    """The current version's manifest if publishing ``candidate_file`` with ``inputs`` would add
+    nothing: the candidate's SHA-256 equals the current file's (``files[0].sha256``) and the
+    inputs are the same deliveries. ``None`` otherwise (no current version, other bytes or
+    other inputs: publish)."""
+    from govlake.publish import sha256_file
+
+    if lake.current_version(product) is None:
+        return None
+    manifest = lake.manifest(product)
+    files = (manifest or {}).get("files") or []
+    if not manifest or len(files) != 1 or not files[0].get("sha256") or not Path(candidate_file).is_file():
+        return None
+    if _canonical_inputs(manifest.get("inputs")) != _canonical_inputs(inputs):
+        return None
+    digest = sha256_file(Path(candidate_file))
+    return manifest if digest == files[0]["sha256"] else None
+
+
 def publish_layer(lake: Lake, run_id: str) -> list[dict]:
-    """Publish every shared product whose gate passed; audit each; rebuild the catalog."""
+    """Publish every shared product whose gate passed; audit each; rebuild the catalog.
+
+    A product whose gated candidate is byte-identical to its current version, built from the
+    same inputs, gets no new version: the audit log gets a ``publication_unchanged`` note and
+    the product is reported with ``"unchanged": True``."""
     from govlake import audit, catalog, publish
     from govlake.dbt import output_path
 
@@ -270,12 +297,24 @@ def publish_layer(lake: Lake, run_id: str) -> list[dict]:
     for product in shared_products():
         used = sources.get(product)
         p_inputs = [i for i in inputs if used is None or f"{i['dept']}.{i['dataset']}" in used]
-        pub = publish.gate_and_publish(lake, product, output_path(lake.candidate(run_id), product),
+        candidate = output_path(lake.candidate(run_id), product)
+        sr = gate_result.suite_results.get(product)
+        current = unchanged_publication(lake, product, candidate, p_inputs) if sr is not None and sr.success else None
+        if current is not None:
+            version = int(current["version"])
+            audit.append(lake, "note", {"event": "publication_unchanged", "product": product, "version": version,
+                                        "run_id": run_id, "sha256": current["files"][0]["sha256"],
+                                        "row_count": current.get("row_count"), "actor": audit.actor()})
+            published.append({"product": product, "version": version, "rows": current.get("row_count"),
+                              "unchanged": True})
+            log.info("%s unchanged: current v=%s has the same bytes and inputs", product, version)
+            continue
+        pub = publish.gate_and_publish(lake, product, candidate,
                                        run_id=run_id, inputs=p_inputs, gate_result=gate_result)
         audit.record_publication(lake, pub.record)
         published.append({"product": product, "version": int(pub), "rows": pub.record["row_count"]})
         log.info("published %s v=%s (%s rows)", product, int(pub), pub.record["row_count"])
-    catalog.build_site(lake)
+    catalog.build_site(lake)  # also when all are unchanged: the catalog shows the audit anchor
     return published
 
 

@@ -19,6 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("run", help="run the pipeline through Airflow (in-process, no server)")
     r.add_argument("--date", default=None, help="logical date YYYY-MM-DD (default: today)")
     r.add_argument("--only", nargs="*", default=None, help="department ids to extract (default: all)")
+    r.add_argument("--wait", action="store_true",
+                   help="if another govlake run holds the lake, wait for it instead of exiting (code 75)")
     r.set_defaults(func=_run)
 
     d = sub.add_parser("demo", help="generate a small synthetic day and run the pipeline end to end")
