@@ -129,6 +129,10 @@ class Lake:
     def version_dir(self, product: str, version: int) -> Path:
         return self.product_dir(product) / f"v={version}"
 
+    def rendition_path(self, product: str, version: int, rid: str) -> Path:
+        """A masked rendition of a version (govlake.sharing.renditions)."""
+        return self.version_dir(product, version) / "renditions" / f"{rid}.parquet"
+
     def current_link(self, product: str) -> Path:
         return self.product_dir(product) / "current"
 
