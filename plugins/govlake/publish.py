@@ -24,6 +24,7 @@ import errno
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -33,6 +34,8 @@ from typing import Iterator
 
 from govlake.gate import GateFailed, GateResult, validate
 from govlake.storage import Lake, fsync_dir
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "_manifest.json"
 _CHUNK = 8 * 1024 * 1024
@@ -164,15 +167,52 @@ def _gate_verdict(gate_result: GateResult | None, product: str, candidate_file: 
     }
 
 
+def _build_renditions(lake: Lake, product: str, staging: Path, data_name: str,
+                      columns: list[str]) -> dict:
+    """Build the renditions the product's readers need into ``staging/renditions/``.
+
+    Returns the manifest keys ``renditions`` (built: id, path, sha256, rows, plan),
+    ``renditions_skipped`` (token renditions when there is no join-token key: the sharing
+    service builds them on demand with ``renditions.ensure``) and, when the grants or product
+    metadata cannot be read, ``renditions_error`` (nothing built; all on demand). A value the
+    SQL build cannot reproduce exactly (RenditionError) fails the publication."""
+    from govlake import access_requests, grants, masking, products
+    from govlake.sharing import renditions as rnd
+
+    try:
+        roles = grants.load()
+        roles = grants.with_approved(roles, access_requests.approved_grants(lake))
+        meta = products.load().get(product)
+    except (grants.GrantError, products.ProductMetadataError,
+            access_requests.AccessRequestError) as exc:
+        log.warning("publish %s: no renditions built: %s", product, exc)
+        return {"renditions": [], "renditions_skipped": [],
+                "renditions_error": str(exc).splitlines()[0]}
+    needs = rnd.needed_plans(product, meta, roles, columns)
+    key = None
+    if any(n.tokens for n in needs):
+        try:
+            key = masking.load_key()
+        except masking.TokenKeyError as exc:
+            log.warning("publish %s: token renditions skipped: %s", product, exc)
+    built, skipped = rnd.build_for_publish(staging, data_name, product, needs, key)
+    return {"renditions": built, "renditions_skipped": skipped}
+
+
 # ---- publish ------------------------------------------------------------------------------------
 def publish(lake: Lake, product: str, candidate_file: Path, *, run_id: str,
             gate_result: GateResult | None, inputs: list[dict],
-            lock_timeout: float = 600.0) -> Publication:
+            lock_timeout: float = 600.0, renditions: bool = True) -> Publication:
     """Publish a gated candidate Parquet file as the next immutable version of ``product``.
 
     Returns a ``Publication`` (an ``int``: the version) whose ``.record`` is the publication
     record for the audit log. Raises ``GateFailed`` if the product's suite failed,
     ``PublishError`` if the candidate was not gated or cannot be published.
+
+    With ``renditions`` (the default), the masked renditions every current grant of the
+    product needs are built into the staging dir (``renditions/<rid>.parquet``) before the
+    rename and listed in the manifest, so the version is complete with them
+    (:func:`_build_renditions`, docs/adr/0011-renditions.md).
     """
     candidate_file = Path(candidate_file)
     if not candidate_file.is_file():
@@ -199,6 +239,9 @@ def publish(lake: Lake, product: str, candidate_file: Path, *, run_id: str,
         try:
             data_name = f"{product}.parquet"
             digest, size = _copy_fsync(candidate_file, staging / data_name)
+            rendition_info = (_build_renditions(lake, product, staging, data_name,
+                                                [c["name"] for c in columns])
+                              if renditions else None)
             created_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
             manifest = {
                 "product": product,
@@ -214,6 +257,8 @@ def publish(lake: Lake, product: str, candidate_file: Path, *, run_id: str,
                 "gate": verdict,
                 "previous_version": lake.current_version(product),
             }
+            if rendition_info is not None:
+                manifest.update(rendition_info)
             text = json.dumps(manifest, ensure_ascii=False, indent=2, default=str)
             with open(staging / MANIFEST, "x", encoding="utf-8") as fh:
                 fh.write(text)

@@ -87,11 +87,12 @@ def test_versions_increase_and_manifest_describes_the_version(lake):
 def test_published_versions_are_immutable(lake):
     publish_tag(lake, 1)
     v1 = lake.version_dir(PRODUCT, 1)
-    before = {p.name: sha256_file(p) for p in v1.iterdir()}
+    files = lambda: {str(p.relative_to(v1)): sha256_file(p) for p in v1.rglob("*") if p.is_file()}  # noqa: E731
+    before = files()
     publish_tag(lake, 2)
     publish_tag(lake, 3)
-    assert {p.name: sha256_file(p) for p in v1.iterdir()} == before
-    for p in v1.iterdir():
+    assert files() == before
+    for p in v1.rglob("*"):  # the data, the manifest, renditions/ and each rendition
         assert not (p.stat().st_mode & 0o222), f"{p} is writable"
     # no staging leftovers
     assert not [p for p in lake.product_dir(PRODUCT).iterdir() if p.name.startswith(".")]

@@ -424,12 +424,14 @@ def build(src_parquet: Path, dest_parquet: Path, plan: Sequence[ColumnPlan], int
             con.execute(f"SET threads = {int(threads)}")
         con.execute("SET preserve_insertion_order = true")
         cols = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()]
-        planned = [c.column for c in plan]
-        if sorted(cols) != sorted(planned):
-            raise RenditionError(
-                f"{src_parquet}: columns {cols} do not match the plan's {planned}")
+        missing = [c.column for c in plan if c.column not in cols]
+        if missing or not plan:
+            raise RenditionError(f"{src_parquet}: the plan names column(s) {missing} that the "
+                                 f"data does not have (has {cols})" if missing else
+                                 f"{dest_parquet.name}: empty plan")
         by_name = {c.column: c for c in plan}
-        ordered = [by_name[c] for c in cols]  # the source's column order
+        # the plan's columns (a grant may cover only some) in the source's column order
+        ordered = [by_name[c] for c in cols if c in by_name]
         con.execute("CREATE TEMP TABLE __k (ipad BLOB, opad BLOB)")
         ipad, opad = _pads(key) if key is not None else (b"", b"")
         con.execute("INSERT INTO __k VALUES (?, ?)", [ipad, opad])
@@ -557,6 +559,8 @@ def build_for_publish(staging: Path, data_name: str, product: str, needs: Sequen
     built, skipped = [], []
     rdir = staging / RENDITIONS_DIR
     for need in needs:
+        if all(c.treatment == "clear" for c in need.plan):
+            continue  # nothing to mask: such readers read the data file itself
         if need.tokens and key is None:
             skipped.append({"roles": list(need.roles), "reason": "no join-token key",
                             "plan": plan_doc(need.plan, need.internal, None)})
