@@ -1,4 +1,4 @@
-"""ops_monitor: hourly operations checks (wiring only; logic in plugins/govlake/ops.py and alerts.py)."""
+"""ops_monitor: hourly operations checks (wiring only; logic in plugins/govlake/ops/ and alerts.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,10 @@ DOC = """
 # Operations monitor (运维监控)
 
 Owner: **govlake data platform**. Runs hourly; reads only the lake (delivery ledger, row
-quarantine, gate history, published manifests) and the dataset metadata.
+quarantine, gate history, published manifests) and the dataset metadata. Freshness is measured
+against the wall clock at the time the run executes (not the run's logical date), so this
+product, `govlake status`, the dashboard and the alerts agree; the three tasks of a run share
+the instant `build_connectivity` took.
 
 * **build_connectivity** — computes `department_connectivity`: one row per registered department
   × dataset with the last delivery, whether it arrived within its update cycle
@@ -62,7 +65,8 @@ with DAG(
     @task(task_id="evaluate_alerts", trigger_rule="all_done",
           doc_md="Open alerts for new problems and close resolved ones (govlake.alerts.evaluate).")
     def evaluate_alerts(**context):
-        res = alerts.evaluate(ops.Lake.default(), ops.now_from_context(context))
+        built = context["ti"].xcom_pull(task_ids="build_connectivity", key="summary") or {}
+        res = alerts.evaluate(ops.Lake.default(), built.get("now") or ops.now_from_context(context))
         summary = {"now": res["now"], "open": res["open"],
                    "opened": [a["key"] for a in res["opened"]], "closed": [a["key"] for a in res["closed"]]}
         context["ti"].xcom_push(key="summary", value=summary)
@@ -72,7 +76,7 @@ with DAG(
           doc_md="Gate, publish and audit department_connectivity (govlake.ops.publish_connectivity_task).")
     def publish_connectivity(summary: dict, **context):
         res = ops.publish_connectivity_task(ops.Lake.default(), context["run_id"], summary["candidate"],
-                                            ops.now_from_context(context))
+                                            summary["now"])
         context["ti"].xcom_push(key="summary", value=res)
         return res
 

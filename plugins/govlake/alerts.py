@@ -10,7 +10,8 @@ Problems live in a registry (SQLite, ``<lake>/_meta/alerts.sqlite``) keyed by wh
                                     task that raised ``GateFailed``); closed when it passes
 ``late_feed:<dept>.<dataset>``      the feed is late or was never delivered
 ``failing_feed:<dept>.<dataset>``   the feed's latest delivery was quarantined
-``quarantine_rate:<dept>.<dataset>``  share of quarantined rows in the newest batch > threshold
+``quarantine_rate:<dept>.<dataset>``  share of quarantined rows in the feed's latest batch (from
+                                    the run that standardized it) > threshold
 ==================================  =====================================================
 
 ``open`` on an already-open key only updates ``last_seen_at``: no second alert. ``evaluate``
@@ -251,7 +252,7 @@ class Registry:
 
     def open(self, p: Problem, now: dt.datetime | None = None) -> dict | None:
         """Open (and notify) ``p`` unless it is already open. Returns the alert sent, or None."""
-        at = ops._iso(ops.parse_ts(now) or ops.utcnow())
+        at = ops._iso(ops.now(now))
         with self._conn() as c:
             c.execute("begin immediate")
             row = c.execute("select * from problems where key=?", (p.key,)).fetchone()
@@ -280,7 +281,7 @@ class Registry:
 
     def close(self, key: str, now: dt.datetime | None = None) -> dict | None:
         """Close an open problem; returns the resolution notice (sent if ``notify_on_resolve``)."""
-        at = ops._iso(ops.parse_ts(now) or ops.utcnow())
+        at = ops._iso(ops.now(now))
         with self._conn() as c:
             c.execute("begin immediate")
             row = c.execute("select * from problems where key=? and status='open'", (key,)).fetchone()
@@ -334,7 +335,7 @@ def current_problems(lake: Lake, now: dt.datetime | str | None = None, cfg: dict
                                f"{f.department} {f.title}: {f.reason}"))
         if f.quarantine_rate is not None and f.quarantine_rate > threshold:
             out.append(Problem(f"quarantine_rate:{f.id}", "quarantine_rate", TRANSFORM_DAG_ID, None, f.id,
-                               f"{f.department} {f.title}: {f.quarantine_rate:.1%} of batch {f.last_batch_id} "
+                               f"{f.department} {f.title}: {f.quarantine_rate:.1%} of batch {f.quarantine_batch_id} "
                                f"quarantined in run {f.quarantine_run_id} (threshold {threshold:.1%}); "
                                f"rules {f.quarantined_by_rule}"))
     for g in c.failing_gates:
@@ -356,7 +357,7 @@ def evaluate(lake: Lake | None = None, now: dt.datetime | str | None = None, *, 
     """Open alerts for what is wrong at ``now`` and close what was resolved. Returns a summary
     ``{'now', 'open': [keys], 'opened': [alerts], 'closed': [notices]}`` (called by ops_monitor)."""
     lake = lake or Lake.default()
-    now = ops.parse_ts(now) or ops.utcnow()
+    now = ops.now(now)  # the wall clock (or $GOVLAKE_NOW) unless given: same clock as status
     cfg = cfg if cfg is not None else load_config()
     reg = Registry(lake, cfg, notifiers)
     res = reg.sync(current_problems(lake, now, cfg), EVALUATED_KINDS, now)

@@ -151,8 +151,9 @@ def render_html(data: dict) -> str:
 
 
 def build(lake: Lake | None = None, now: dt.datetime | str | None = None, **compute_kwargs) -> Path:
-    """Write ``<lake>/catalog/dashboard.html`` (atomically) as of ``now`` (default: wall clock);
-    returns its path. ``compute_kwargs`` go to ``ops.compute`` (``datasets``, ``dbt_dir``, …)."""
+    """Write ``<lake>/catalog/dashboard.html`` (atomically) as of ``now`` (default: ``ops.now()``,
+    the wall clock); returns its path. ``compute_kwargs`` go to ``ops.compute`` (``datasets``,
+    ``quarantine_runs_n``, …)."""
     lake = lake or Lake.default()
     data = collect(lake, now, **compute_kwargs)
     out = lake.catalog_root / PAGE

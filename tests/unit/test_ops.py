@@ -160,29 +160,131 @@ def test_quarantine_by_rule_trend_and_rate(lake):
         ("run2", "birth_certificate", "date", 1)}
 
 
-def test_last_publish_follows_lineage(lake):
+def _publish(lake, product, version, created_at, feeds):
+    """A published version whose manifest lists ``feeds`` (dept.dataset) as its inputs."""
+    vd = lake.version_dir(product, version)
+    vd.mkdir(parents=True)
+    inputs = [{"dept": f.split(".")[0], "dataset": f.split(".")[1], "batch_id": f"b-{f}"} for f in feeds]
+    (vd / "_manifest.json").write_text(json.dumps({"product": product, "version": version, "run_id": "r",
+                                                   "created_at": created_at, "inputs": inputs}), encoding="utf-8")
+    lake.switch_current(product, version)
+
+
+POPULATION_FEEDS = ["public_security.household_registration", "civil_affairs.marriage_registration",
+                    "health.birth_certificate", "human_resources.social_insurance", "tax.taxpayer_registration"]
+
+
+def test_last_publish_follows_lineage_of_the_manifests(lake):
     all_on_time(lake)
-
-    def publish(product, version, created_at):
-        vd = lake.version_dir(product, version)
-        vd.mkdir(parents=True)
-        (vd / "_manifest.json").write_text(json.dumps({"product": product, "version": version, "run_id": "r",
-                                                       "created_at": created_at}), encoding="utf-8")
-        lake.switch_current(product, version)
-
-    publish("legal_entity_base", 1, "2026-11-25T07:00:00Z")  # built from market_regulation + tax only
-    publish("population_base", 1, "2026-11-25T04:00:00Z")
-    publish("population_base", 2, "2026-11-25T06:00:00Z")
-    publish("population_base", 3, "2026-11-26T06:00:00Z")  # after now: not yet
+    _publish(lake, "legal_entity_base", 1, "2026-11-25T07:00:00Z",
+             ["market_regulation.enterprise_registration", "tax.taxpayer_registration"])
+    _publish(lake, "population_base", 1, "2026-11-25T04:00:00Z", POPULATION_FEEDS)
+    _publish(lake, "population_base", 2, "2026-11-25T06:00:00Z", POPULATION_FEEDS)
+    _publish(lake, "population_base", 3, "2026-11-26T06:00:00Z", POPULATION_FEEDS)  # after now: not yet
     c = ops.compute(lake, NOW)
     tax = feed(c, "tax")  # in population_base (06:00) and legal_entity_base (07:00): the latest
     assert (tax.last_publish_product, tax.last_publish_version) == ("legal_entity_base", 1)
     ps = feed(c, "public_security")
     assert (ps.last_publish_product, ps.last_publish_version) == ("population_base", 2)
     assert ps.last_published_at == dt.datetime(2026, 11, 25, 6, tzinfo=UTC)
-    lineage = ops.product_lineage(["marriage_household_check"], metadata.datasets())
-    assert lineage["marriage_household_check"] == {"civil_affairs.marriage_registration",
-                                                   "public_security.household_registration"}
+    # health and human resources feed population_base through a Jinja loop of ref()s: the
+    # manifest's inputs say so, whatever the SQL looks like
+    for dept in ("health", "human_resources"):
+        assert (feed(c, dept).last_publish_product, feed(c, dept).last_publish_version) == ("population_base", 2)
+    assert {d.dept: d.last_publish[0] for d in c.departments if d.last_publish} == {
+        "public_security": "population_base", "civil_affairs": "population_base", "health": "population_base",
+        "human_resources": "population_base", "tax": "legal_entity_base", "market_regulation": "legal_entity_base"}
+    pubs = ops.publishes(lake, NOW)
+    assert ops.product_lineage(lake, pubs)["population_base"] == set(POPULATION_FEEDS)
+
+
+def test_lineage_uses_the_published_versions_manifest(lake):
+    """A version that stopped reading a feed no longer counts as that feed's last publish, and
+    department_connectivity (which describes the ledger, not the feeds' data) is nobody's."""
+    all_on_time(lake)
+    _publish(lake, "population_base", 1, "2026-11-25T04:00:00Z", POPULATION_FEEDS)
+    _publish(lake, "population_base", 2, "2026-11-25T06:00:00Z", ["public_security.household_registration"])
+    _publish(lake, ops.PRODUCT, 1, "2026-11-25T08:00:00Z", [ds.id for ds in metadata.datasets()])
+    c = ops.compute(lake, NOW)
+    assert (feed(c, "public_security").last_publish_product, feed(c, "public_security").last_publish_version) == (
+        "population_base", 2)
+    assert feed(c, "health").last_publish_product is None
+    assert feed(c, "market_regulation").last_publish_product is None
+    assert not hasattr(ops, "_REF_RE") and not hasattr(ops, "_models_sql")  # no SQL scanning
+
+
+def test_quarantine_figures_follow_the_feeds_latest_batch(lake):
+    """Incremental transform runs (docs/adr/0008) only standardize new batches: a run without a
+    new batch of a feed has no rows for it, which must not reset the feed's quarantine rate."""
+    all_on_time(lake)
+    batch = next(d for d in Ledger(lake).all("public_security")).batch_id
+    rows = [qrow("public_security", "household_registration", batch, n) for n in range(1, 13)]
+    rows.append(qrow("public_security", "household_registration", batch, 1, rule="gender_code", column="性别"))
+    write_quarantine(lake, "run1", rows, mtime="2026-11-25T03:00:00Z")
+    # two later runs standardized other feeds' new batches only
+    tax = next(d for d in Ledger(lake).all("tax")).batch_id
+    write_quarantine(lake, "run2", [qrow("tax", "taxpayer_registration", tax, 1, rule="uscc")],
+                     mtime="2026-11-25T04:00:00Z")
+    write_quarantine(lake, "run3", [], mtime="2026-11-25T05:00:00Z")
+    c = ops.compute(lake, NOW)
+    ps = feed(c, "public_security")
+    assert ps.quarantine_rate == pytest.approx(12 / 100)
+    assert ps.quarantine_run_id == "run1" and ps.quarantine_batch_id == batch
+    assert ps.quarantined_rows == 12 and ps.quarantined_by_rule == {"gender_code": 1, "id_number_checksum": 12}
+    assert [t["rows"] for t in ps.quarantine_trend] == [12, 0, 0]  # the per-run chart is unchanged
+    t = feed(c, "tax")
+    assert (t.quarantine_run_id, t.quarantined_rows, t.quarantine_rate) == ("run2", 1, pytest.approx(0.01))
+    # a feed whose newest batch was standardized without a bad row: 0, once a run has seen it
+    assert feed(c, "health").quarantine_rate == 0 and feed(c, "health").quarantined_rows == 0
+    # a new batch not yet standardized by any run: no rate yet (not the old batch's)
+    deliver(lake, "public_security", "household_registration", "2026-11-25", "2026-11-25T06:00:00Z")
+    ps = feed(ops.compute(lake, NOW), "public_security")
+    assert ps.quarantine_rate is None and ps.quarantined_rows == 0 and ps.quarantine_run_id is None
+
+
+def test_clock_is_the_wall_clock_unless_injected(monkeypatch):
+    monkeypatch.delenv(ops.NOW_ENV, raising=False)
+    before = dt.datetime.now(UTC)
+    got = ops.now()
+    assert before <= got <= dt.datetime.now(UTC) and got.tzinfo is not None
+    assert ops.now("2026-11-25T20:00:00+08:00") == dt.datetime(2026, 11, 25, 12, tzinfo=UTC)
+    monkeypatch.setenv(ops.NOW_ENV, "2026-11-25T12:00:00Z")
+    assert ops.now() == NOW and ops.utcnow() == NOW
+    assert ops.now("2026-11-26T00:00:00Z") == dt.datetime(2026, 11, 26, tzinfo=UTC)  # explicit wins
+    monkeypatch.setenv(ops.NOW_ENV, "next tuesday")
+    with pytest.raises(ValueError, match=ops.NOW_ENV):
+        ops.now()
+
+
+def test_dag_clock_ignores_the_logical_date(monkeypatch):
+    """ops_monitor measures freshness against the wall clock, not the run's logical date (a
+    scheduler run's logical date is the start of its interval, an hour behind; a demo's is the
+    end of its delivery day)."""
+    monkeypatch.delenv(ops.NOW_ENV, raising=False)
+    ctx = {"logical_date": dt.datetime(2026, 11, 24, 23, 59, tzinfo=UTC),
+           "data_interval_end": dt.datetime(2026, 11, 25, tzinfo=UTC)}
+    before = dt.datetime.now(UTC)
+    assert before <= ops.now_from_context(ctx) <= dt.datetime.now(UTC)
+    monkeypatch.setenv(ops.NOW_ENV, "2026-11-25T12:00:00Z")
+    assert ops.now_from_context(ctx) == NOW
+
+
+def test_status_without_now_uses_the_wall_clock(lake, monkeypatch):
+    monkeypatch.delenv(ops.NOW_ENV, raising=False)
+    now = dt.datetime.now(UTC)
+    today = now.date().isoformat()
+    for ds in metadata.datasets():
+        deliver(lake, ds.dept, ds.name, today, (now - dt.timedelta(minutes=30)).isoformat())
+    res = _status(lake, "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["connectivity_rate"] == 1.0
+    assert now <= ops.parse_ts(doc["now"]) <= dt.datetime.now(UTC)
+    # the injected clock reaches the CLI too: three days later every daily feed is late
+    env_now = (now + dt.timedelta(days=3)).isoformat()
+    monkeypatch.setenv(ops.NOW_ENV, env_now)
+    res = _status(lake, "--json")
+    assert res.returncode == 1 and json.loads(res.stdout)["connectivity_rate"] == pytest.approx(1 / 6)
 
 
 def test_connectivity_table_and_parquet_round_trip(lake, tmp_path):

@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     s.add_argument("--now", default=None,
-                   help="evaluate as of this ISO time (e.g. 2026-11-27T08:00:00+08:00; naive = UTC); default: now")
+                   help="evaluate as of this ISO time (e.g. 2026-11-27T08:00:00+08:00; naive = UTC); default: "
+                        "the wall clock (or $GOVLAKE_NOW), the same clock as the ops_monitor DAG")
     s.add_argument("--json", action="store_true", help="print the full status as JSON instead of a table")
     s.set_defaults(func=_status)
 
@@ -42,9 +43,10 @@ def _status(args: argparse.Namespace) -> int:
     from govlake.storage import Lake
 
     try:
-        now = ops.parse_ts(args.now) if args.now else ops.utcnow()
-    except ValueError:
-        print(f"govlake status: --now {args.now!r} is not an ISO date/time", file=sys.stderr)
+        now = ops.now(args.now)  # the one clock, shared with ops_monitor and the dashboard
+    except ValueError as exc:
+        what = f"--now {args.now!r} is not an ISO date/time" if args.now else str(exc)
+        print(f"govlake status: {what}", file=sys.stderr)
         return 2
     lake = Lake.default()
     c = ops.compute(lake, now)
