@@ -116,7 +116,7 @@ def id_oracle(v):
         birth = ric.get_birth_date(body + "0")
     except Exception:
         return None, "id_number.birth_date"
-    if birth > TODAY or birth.year < 1000:
+    if birth > TODAY or birth.year < MIN_BIRTH_YEAR:
         return None, "id_number.birth_date"
     if body[:2] not in PROVINCES + ["83"]:
         return None, "id_number.province"
@@ -124,6 +124,21 @@ def id_oracle(v):
     if len(s) == 18 and s[17] != check:
         return None, "id_number.check_digit"
     return body + check, None
+
+
+#: GB 11643 §1 plausibility rule of the macro (gb11643.sql, "id_number.birth_date": a real date,
+#: year >= 1000, not after today). python-stdnum only asks for a real date, so it accepts e.g. a
+#: birth year 0063, which no citizen's ID number can carry. We keep the macro's documented rule —
+#: it decides which production rows are quarantined, and changing it would need a full refresh
+#: (docs/adr/0008) — and make the stdnum cross-check apply the same rule, so the two agree
+#: deterministically (this test once failed on year 0063).
+MIN_BIRTH_YEAR = 1000
+
+
+def plausible_birth_year(v: str) -> bool:
+    """Positions 7-10 of an 18-character number are a birth year the macro accepts (>= 1000)."""
+    year = _nfkc(v)[6:10]
+    return year.isdigit() and int(year) >= MIN_BIRTH_YEAR
 
 
 def ric_is_valid(v: str) -> bool:
@@ -286,6 +301,8 @@ def test_value_maps_per_source(run):
     # [?] centenarian 15-digit numbers (sequence 996-999): flagged, not upgraded
     ("110105051231996", None, "id_number.legacy_centenarian", None, None),
     ("11010520991231002X", None, "id_number.birth_date", None, None),
+    # a real calendar date, valid for python-stdnum, but year 0063 < MIN_BIRTH_YEAR: rejected
+    ("11010500630101001" + ric.calc_check_digit("110105006301010010"), None, "id_number.birth_date", None, None),
     ("1101051949123100", None, "id_number.format", None, None),
     (None, None, None, None, None),
     ("", None, None, None, None),
@@ -364,7 +381,7 @@ def test_id_numbers_valid_and_invalid_match_spec_and_stdnum(run, rnd):
             # stdnum agrees on check character and date (it also demands a county code valid
             # in the birth year, which the spec says not to require)
             assert ric.calc_check_digit(std) == std[-1] and ric.get_birth_date(std) <= TODAY
-        if len(v) == 18 and ric_is_valid(v):
+        if len(v) == 18 and ric_is_valid(v) and plausible_birth_year(v):
             assert std == _nfkc(v).upper()
 
 
