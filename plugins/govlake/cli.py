@@ -19,6 +19,8 @@ _COMMAND_MODULES = [
     "govlake.commands.access",
     "govlake.commands.requests",
     "govlake.commands.audit",
+    "govlake.commands.serve",
+    "govlake.commands.clients",
 ]
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -185,13 +186,196 @@ def analyze(sql: str) -> Analysis:
     return a
 
 
-# ---- running ------------------------------------------------------------------------------
-def _product_files(lake: Lake, product: str, version: int) -> list[Path]:
+# ---- authorization -------------------------------------------------------------------------
+@dataclass
+class Authorization:
+    """What a role may read for one request: the products named, each at the version resolved
+    once for the whole request, with the approved grants used."""
+
+    role: grants.Role
+    purpose: str
+    wanted: dict[str, int]  # product -> version (resolved once)
+    approved: dict[str, grants.ApprovedGrant]
+    meta: dict  # product name -> products.Product
+    base: dict  # audit fields
+
+
+def load_roles(lake: Lake, grants_path: Path | None = None) -> dict[str, grants.Role]:
+    try:
+        roles = grants.load(grants_path)
+    except grants.GrantError as exc:
+        raise QueryRefused("grants", f"the grants file is invalid: {exc}") from exc
+    try:
+        return grants.with_approved(roles, access_requests.approved_grants(lake))
+    except access_requests.AccessRequestError as exc:
+        raise QueryRefused("approved grants", str(exc)) from exc
+
+
+def check_role(roles: dict[str, grants.Role], role: str, purpose: str, base: dict,
+               today: dt.date | None = None) -> grants.Role:
+    r = roles.get(role)
+    if r is None:
+        raise QueryRefused(f"role {role!r}", "no such role in the grants file")
+    base["approval"] = r.approval
+    if r.expired(today):
+        raise QueryRefused(f"role {role!r}", f"the grant expired on {r.expires.isoformat()}")
+    if purpose not in r.purposes and not r.approved_purpose(purpose):
+        raise QueryRefused(f"purpose {purpose!r}",
+                           f"role {role} may only query for: {', '.join(r.purposes)}")
+    return r
+
+
+def authorize(lake: Lake, role: str, purpose: str, tables, *, base: dict, today: dt.date | None = None,
+              grants_path: Path | None = None, dbt_dir: Path | None = None,
+              roles: dict | None = None, meta: dict | None = None) -> Authorization:
+    """Check that ``role`` may read every product in ``tables`` for ``purpose``; resolve each
+    product's current version once. Raises QueryRefused naming what and why."""
+    roles = roles if roles is not None else load_roles(lake, grants_path)
+    r = check_role(roles, role, purpose, base, today)
+    if meta is None:
+        try:
+            meta = products.load(dbt_dir)
+        except products.ProductMetadataError as exc:
+            raise QueryRefused("product metadata", f"invalid, so no column can be graded: {exc}") from exc
+    published = set(lake.products())
+    wanted: dict[str, int] = {}
+    approved: dict[str, grants.ApprovedGrant] = {}
+    for name in sorted(tables):
+        if name not in published and name not in meta:
+            raise QueryRefused(f"table {name}", "no such product")
+        if not (name in r.products and purpose in r.purposes):
+            g, why = r.approved_grant(name, purpose, today)
+            if g is None:
+                if why is None and name in r.products:
+                    why = f"granted to role {role} only for: {', '.join(r.purposes)}"
+                raise QueryRefused(f"product {name}", why or f"not granted to role {role}")
+            approved[name] = g
+        version = lake.current_version(name)
+        if version is None:
+            raise QueryRefused(f"product {name}", "has no published version")
+        pm = meta.get(name)
+        if pm and pm.sharing_type == "不予共享" and r.department != pm.owner_department:
+            raise QueryRefused(f"product {name}",
+                               f"不予共享 ({pm.legal_basis}): only {pm.owner_department} may read it")
+        wanted[name] = version
+    base["products"] = wanted
+    if approved:
+        base["access_grants"] = {n: g.grant_id for n, g in approved.items()}
+    return Authorization(r, purpose, wanted, approved, meta, base)
+
+
+# ---- the engine: views over renditions ------------------------------------------------------
+def product_file(lake: Lake, product: str, version: int) -> Path:
+    """The data file of a published version (renditions live in a subfolder and are not it)."""
     vdir = lake.version_dir(product, version)
-    files = sorted(p for p in vdir.rglob("*.parquet") if p.is_file())
-    if not files:
-        raise QueryRefused(f"product {product}", f"published version v={version} has no Parquet data")
-    return files
+    files = sorted(p for p in vdir.glob("*.parquet") if p.is_file())
+    if len(files) != 1:
+        raise QueryRefused(f"product {product}",
+                           f"published version v={version} has {len(files)} data files, expected 1")
+    return files[0]
+
+
+def column_names(path: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    return list(pq.read_schema(path).names)
+
+
+@dataclass
+class Prepared:
+    """A locked-down DuckDB connection whose only tables are views over the rendition files
+    the role may read (one file per product, at the version resolved for the request)."""
+
+    con: object
+    treatments: dict[str, dict[str, str]]
+    files: dict[str, str]  # product -> file read (base file when every column is clear)
+    renditions: dict[str, str]  # product -> rendition id ("" when clear)
+
+
+def internal_reader(role: grants.Role, pm) -> bool:
+    return bool(role.department) and pm is not None and role.department == pm.owner_department
+
+
+def plan_for(auth: Authorization, name: str, cols: list[str], referenced: set[str] | None = None,
+             ) -> tuple[list[grants.ColumnPlan], list[str]]:
+    """(the role's plan for the visible columns of a product, the columns its grant hides)."""
+    g = auth.approved.get(name)
+    hidden: list[str] = []
+    if g is not None and g.columns is not None:  # a grant for some columns only
+        hidden = [c for c in cols if c not in g.columns]
+        cols = [c for c in cols if c in g.columns]
+    return auth.role.plan(auth.meta.get(name), name, cols), hidden
+
+
+def prepare(lake: Lake, auth: Authorization, analysis: Analysis, *, memory_limit: str = "512MB",
+            threads: int = 2) -> Prepared:
+    """Open the engine for one request. Masking happened at publish time: each product is read
+    from the rendition matching the role's plan (built now if a grant is newer than the
+    version), with projection and filter pushdown — nothing is copied or masked per query."""
+    from govlake.sharing import renditions
+
+    con = duckdb.connect(":memory:", config={"memory_limit": memory_limit, "threads": int(threads)})
+    try:
+        con.execute("SET temp_directory = ''")
+        treatments: dict[str, dict[str, str]] = {}
+        files: dict[str, str] = {}
+        rids: dict[str, str] = {}
+        visible: set[str] = set()
+        excluded: dict[str, list[str]] = {}
+        key = None
+        for name, version in auth.wanted.items():
+            base_file = product_file(lake, name, version)
+            cols = column_names(base_file)
+            plan, hidden = plan_for(auth, name, cols)
+            if hidden:
+                excluded[name] = hidden
+            visible |= {c.column for c in plan}
+            treatments[name] = {c.column: c.treatment for c in plan if c.treatment != "clear"}
+            if treatments[name]:
+                internal = internal_reader(auth.role, auth.meta.get(name))
+                if key is None and any(c.treatment == "token" for c in plan):
+                    try:
+                        key = masking.load_key()
+                    except masking.TokenKeyError as exc:
+                        raise QueryRefused("join tokens", str(exc)) from exc
+                    auth.base["token_key_id"] = masking.key_id(key)
+                    auth.base["token_algorithm"] = "sha256"
+                path = renditions.ensure(lake, name, version, plan, internal, key)
+                rids[name] = path.stem
+            else:
+                path = base_file
+                rids[name] = ""
+            files[name] = str(path)
+            select = ", ".join(masking.sql_ident(c.column) for c in plan)
+            con.execute(f"CREATE VIEW {masking.sql_ident(name)} AS SELECT {select} FROM "
+                        f"read_parquet({masking.sql_literal(str(path))})")
+        for name, cols in excluded.items():
+            hidden = sorted(set(analysis.columns) & set(cols) - visible)
+            if hidden:
+                g = auth.approved[name]
+                raise QueryRefused(f"column {', '.join(hidden)} of {name}",
+                                   f"grant {g.grant_id} covers only: {', '.join(g.columns)}")
+        if excluded:
+            auth.base["grant_columns"] = {n: list(auth.approved[n].columns) for n in excluded}
+        con.execute("SET allowed_paths = [" + ", ".join(masking.sql_literal(f) for f in files.values()) + "]")
+        _lock_down(con)
+    except BaseException:
+        con.close()
+        raise
+    return Prepared(con, treatments, files, rids)
+
+
+def check_timeout(value, maximum: float) -> float:
+    """A caller may ask for a shorter time limit, never a longer one; inf, nan, ≤ 0 refused."""
+    try:
+        t = float(value)
+    except (TypeError, ValueError) as exc:
+        raise QueryRefused(f"timeout {value!r}", "must be a number of seconds") from exc
+    if not math.isfinite(t) or t <= 0:
+        raise QueryRefused(f"timeout {value!r}", f"must be a finite number of seconds in (0, {maximum:g}]")
+    if t > maximum:
+        raise QueryRefused(f"timeout {value!r}", f"the server's limit is {maximum:g} s; ask for that or less")
+    return t
 
 
 def _lock_down(con) -> None:
@@ -200,22 +384,17 @@ def _lock_down(con) -> None:
         "SET autoinstall_known_extensions = false",
         "SET autoload_known_extensions = false",
         "SET allow_community_extensions = false",
-        "SET temp_directory = ''",
         "SET enable_external_access = false",
         "SET lock_configuration = true",
     ):
         con.execute(stmt)
-    allowed = con.execute("SELECT value FROM duckdb_settings() WHERE name IN "
-                          "('allowed_directories', 'allowed_paths')").fetchall()
-    if any(v[0] not in ("[]", "", None) for v in allowed):  # pragma: no cover - defensive
-        raise RuntimeError(f"DuckDB still allows some paths after lock-down: {allowed}")
 
 
-def _audit_payload(role, purpose, sql, **extra) -> dict:
+def _audit_payload(role, purpose, sql, actor: dict | None = None, **extra) -> dict:
     return {
         "role": role,
         "purpose": purpose,
-        "actor": audit.actor(),
+        "actor": actor if actor is not None else audit.actor(),
         "sql": sql,
         "sql_sha256": hashlib.sha256(str(sql).encode("utf-8")).hexdigest(),
         **extra,
@@ -225,128 +404,33 @@ def _audit_payload(role, purpose, sql, **extra) -> dict:
 def run_query(role: str, purpose: str, sql: str, *, lake: Lake | None = None,
               limit: int | None = DEFAULT_LIMIT, grants_path: Path | None = None,
               dbt_dir: Path | None = None, today: dt.date | None = None,
-              timeout: float = DEFAULT_TIMEOUT) -> QueryResult:
-    """Run one read-only SELECT for ``role`` stating ``purpose``; audited either way.
+              timeout: float = DEFAULT_TIMEOUT, max_timeout: float = DEFAULT_TIMEOUT,
+              actor: dict | None = None, memory_limit: str = "512MB") -> QueryResult:
+    """Run one read-only SELECT for ``role`` stating ``purpose``; audited either way. This is
+    the engine behind the sharing service; it runs in the service's process only.
 
     Raises QueryRefused (not run; recorded as ``query_refused``) or QueryFailed (ran and
     failed; recorded as ``query`` with status error)."""
     lake = lake or Lake.default()
     t0 = time.monotonic()
     limit = DEFAULT_LIMIT if limit is None else int(limit)
-    base = {"limit": limit}
+    base: dict = {"limit": limit}
     try:
         if limit < 1 or limit > MAX_LIMIT:
             raise QueryRefused(f"limit {limit}", f"the row limit must be between 1 and {MAX_LIMIT}")
-        try:
-            roles = grants.load(grants_path)
-        except grants.GrantError as exc:
-            raise QueryRefused("grants", f"the grants file is invalid: {exc}") from exc
-        try:
-            roles = grants.with_approved(roles, access_requests.approved_grants(lake))
-        except access_requests.AccessRequestError as exc:
-            raise QueryRefused("approved grants", str(exc)) from exc
-        r = roles.get(role)
-        if r is None:
-            raise QueryRefused(f"role {role!r}", "no such role in the grants file")
-        base["approval"] = r.approval
-        if r.expired(today):
-            raise QueryRefused(f"role {role!r}", f"the grant expired on {r.expires.isoformat()}")
-        if purpose not in r.purposes and not r.approved_purpose(purpose):
-            raise QueryRefused(f"purpose {purpose!r}",
-                               f"role {role} may only query for: {', '.join(r.purposes)}")
+        timeout = check_timeout(timeout, max_timeout)
+        roles = load_roles(lake, grants_path)
+        check_role(roles, role, purpose, base, today)
         a = analyze(sql)
         base["referenced_columns"] = sorted(a.columns)
-        try:
-            meta = products.load(dbt_dir)
-        except products.ProductMetadataError as exc:
-            raise QueryRefused("product metadata", f"invalid, so no column can be graded: {exc}") from exc
-        published = set(lake.products())
-        wanted: dict[str, int] = {}
-        approved: dict[str, grants.ApprovedGrant] = {}
-        for name in sorted(a.tables):
-            if name not in published and name not in meta:
-                raise QueryRefused(f"table {name}", "no such product")
-            if not (name in r.products and purpose in r.purposes):
-                g, why = r.approved_grant(name, purpose, today)
-                if g is None:
-                    if why is None and name in r.products:
-                        why = f"granted to role {role} only for: {', '.join(r.purposes)}"
-                    raise QueryRefused(f"product {name}", why or f"not granted to role {role}")
-                approved[name] = g
-            version = lake.current_version(name)
-            if version is None:
-                raise QueryRefused(f"product {name}", "has no published version")
-            pm = meta.get(name)
-            if pm and pm.sharing_type == "不予共享" and r.department != pm.owner_department:
-                raise QueryRefused(f"product {name}",
-                                   f"不予共享 ({pm.legal_basis}): only {pm.owner_department} may read it")
-            wanted[name] = version
-        base["products"] = wanted
-        if approved:
-            base["access_grants"] = {n: g.grant_id for n, g in approved.items()}
-        return _execute(lake, r, purpose, sql, a, meta, wanted, limit, timeout, t0, base, approved)
+        auth = authorize(lake, role, purpose, a.tables, base=base, today=today, dbt_dir=dbt_dir, roles=roles)
+        prep = prepare(lake, auth, a, memory_limit=memory_limit)
     except QueryRefused as exc:
         audit.append(lake, "query_refused", _audit_payload(
-            role, purpose, sql, refused=exc.what, reason=exc.why,
+            role, purpose, sql, actor, refused=exc.what, reason=exc.why,
             duration_ms=int((time.monotonic() - t0) * 1000), **base))
         raise
-
-
-def _execute(lake, r, purpose, sql, a, meta, wanted, limit, timeout, t0, base,
-             approved: dict | None = None) -> QueryResult:
-    treatments: dict[str, dict[str, str]] = {}
-    con = duckdb.connect(":memory:")
-    try:
-        plans = {}
-        excluded: dict[str, list[str]] = {}
-        visible: set[str] = set()
-        need_token = False
-        for name, version in wanted.items():
-            files = _product_files(lake, name, version)
-            src = "read_parquet([" + ", ".join(masking.sql_literal(str(f)) for f in files) + \
-                  "], union_by_name = true, hive_partitioning = false)"
-            cols = [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()]
-            g = (approved or {}).get(name)
-            if g is not None and g.columns is not None:  # a grant for some columns only
-                excluded[name] = [c for c in cols if c not in g.columns]
-                cols = [c for c in cols if c in g.columns]
-            visible |= set(cols)
-            plan = r.plan(meta.get(name), name, cols)
-            plans[name] = (src, plan)
-            need_token |= any(c.treatment == "token" for c in plan)
-            treatments[name] = {c.column: c.treatment for c in plan if c.treatment != "clear"}
-        for name, cols in excluded.items():
-            hidden = sorted(set(a.columns) & set(cols) - visible)
-            if hidden:
-                g = approved[name]
-                raise QueryRefused(f"column {', '.join(hidden)} of {name}",
-                                   f"grant {g.grant_id} covers only: {', '.join(g.columns)}")
-        if excluded:
-            base["grant_columns"] = {n: list(approved[n].columns) for n in excluded}
-        key = None
-        if need_token:
-            try:
-                key = masking.load_key()
-            except masking.TokenKeyError as exc:
-                raise QueryRefused("join tokens", str(exc)) from exc
-            base["token_key_id"] = masking.key_id(key)
-            base["token_algorithm"] = masking.token_algorithm()
-        udfs = masking.register_udfs(con, key)
-        for name, (src, plan) in plans.items():
-            owner = meta[name].owner_department if name in meta else ""
-            internal = bool(r.department) and r.department == owner
-            exprs = ", ".join(masking.column_sql(c.column, c.element, c.treatment, internal) for c in plan)
-            con.execute(f"CREATE TABLE {masking.sql_ident(name)} AS SELECT {exprs} FROM {src}")
-        for u in udfs:
-            con.remove_function(u)
-        _lock_down(con)
-    except QueryRefused:
-        con.close()
-        raise
-    except Exception:
-        con.close()
-        raise
-
+    con, treatments = prep.con, prep.treatments
     timer = threading.Timer(timeout, con.interrupt)
     timer.start()
     try:
@@ -366,14 +450,17 @@ def _execute(lake, r, purpose, sql, a, meta, wanted, limit, timeout, t0, base,
         except duckdb.PermissionException as exc:
             raise QueryRefused("query", f"blocked by the locked-down engine: {str(exc).splitlines()[0]}") from exc
         except duckdb.Error as exc:
-            if isinstance(exc, duckdb.InterruptException):
-                msg = f"query timed out after {timeout:g} s"
-            else:
-                msg = str(exc).strip() or type(exc).__name__
+            msg = (f"query timed out after {timeout:g} s" if isinstance(exc, duckdb.InterruptException)
+                   else (str(exc).strip() or type(exc).__name__))
             audit.append(lake, "query", _audit_payload(
-                r.name, purpose, sql, status="error", error=msg.splitlines()[0],
+                role, purpose, sql, actor, status="error", error=msg.splitlines()[0],
                 masked_columns=treatments, duration_ms=int((time.monotonic() - t0) * 1000), **base))
             raise QueryFailed(msg) from exc
+    except QueryRefused as exc:
+        audit.append(lake, "query_refused", _audit_payload(
+            role, purpose, sql, actor, refused=exc.what, reason=exc.why,
+            duration_ms=int((time.monotonic() - t0) * 1000), **base))
+        raise
     finally:
         timer.cancel()
         con.close()
@@ -382,10 +469,10 @@ def _execute(lake, r, purpose, sql, a, meta, wanted, limit, timeout, t0, base,
         table = table.slice(0, limit)
     duration = int((time.monotonic() - t0) * 1000)
     entry = audit.append(lake, "query", _audit_payload(
-        r.name, purpose, sql, status="ok", result_columns=table.column_names,
+        role, purpose, sql, actor, status="ok", result_columns=table.column_names,
         masked_columns=treatments, row_count=table.num_rows, truncated=truncated,
         duration_ms=duration, **base))
     return QueryResult(table=table, columns=table.column_names, row_count=table.num_rows,
-                       truncated=truncated, products=dict(wanted), treatments=treatments,
+                       truncated=truncated, products=dict(auth.wanted), treatments=treatments,
                        audit_seq=entry["seq"], duration_ms=duration,
                        grants=dict(base.get("access_grants") or {}))

@@ -9,15 +9,25 @@ import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    q = sub.add_parser("query", help="run one read-only SELECT on the granted products (masked, audited)")
-    q.add_argument("--role", required=True, help="role from config/grants.yml")
-    q.add_argument("--purpose", required=True, help="purpose of the query (one of the role's purposes)")
+    q = sub.add_parser("query", help="one read-only SELECT through the sharing service (masked, audited)",
+                       description="A client of the sharing service (govlake serve): your role comes from "
+                                   "your client registration, not from this command. Credentials: "
+                                   "GOVLAKE_CLIENT_ID / GOVLAKE_CLIENT_SECRET or ~/.config/govlake/credentials.json; "
+                                   "service URL: GOVLAKE_SERVICE_URL (default http://127.0.0.1:8765).")
+    q.add_argument("--purpose", required=True, help="purpose of the query (must be granted to your role)")
     q.add_argument("sql", help="one SELECT statement")
-    q.add_argument("--format", choices=("table", "csv", "parquet"), default="table")
-    q.add_argument("--output", default=None, help="write the result to this file (required for parquet)")
-    q.add_argument("--limit", type=int, default=None, help="row limit (default 1000)")
-    q.add_argument("--timeout", type=float, default=60.0, help="seconds before the query is interrupted")
+    q.add_argument("--format", choices=("table", "json", "csv", "parquet", "arrow"), default="table")
+    q.add_argument("--output", default=None, help="write the result to this file (required for parquet/arrow)")
+    q.add_argument("--limit", default=None,
+                   help="row limit (default: the server's, 1000); 'all' for every row your grant allows")
+    q.add_argument("--timeout", type=float, default=None, help="seconds (at most the server's limit)")
     q.set_defaults(func=_query)
+
+    v = sub.add_parser("verify", help="核验 through the sharing service: match / no_match per claimed field")
+    v.add_argument("--resource", required=True, help="e.g. population_base")
+    v.add_argument("--purpose", required=True)
+    v.add_argument("claims", nargs="+", help="claims as field=value,field=value (e.g. id_number=…,name=张三)")
+    v.set_defaults(func=_verify)
 
     c = sub.add_parser("catalog", help="show the shared data catalog (共享目录)")
     c.add_argument("--build", action="store_true", help="regenerate catalog.json and the HTML site")
@@ -28,55 +38,79 @@ def register(sub: argparse._SubParsersAction) -> None:
     k.set_defaults(func=_token_key)
 
 
+def _client():
+    from govlake.sharing.service.client import Credentials, ServiceClient
+
+    return ServiceClient(Credentials.from_env())
+
+
 def _query(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from govlake import query
+    from govlake.sharing.service.client import ServiceError
 
     err = Console(stderr=True, width=None if sys.stderr.isatty() else 250)
-    if args.format == "parquet" and not args.output:
-        err.print("[red]--format parquet needs --output FILE[/red]")
+    if args.format in ("parquet", "arrow") and not args.output:
+        err.print(f"[red]--format {args.format} needs --output FILE[/red]")
         return 2
+    limit = "default" if args.limit is None else (None if args.limit == "all" else int(args.limit))
+    wire = "json" if args.format == "table" else args.format
     try:
-        res = query.run_query(args.role, args.purpose, args.sql, limit=args.limit, timeout=args.timeout)
-    except query.QueryRefused as exc:
-        err.print(f"[bold red]REFUSED[/bold red] {exc.what}: {exc.why}")
-        return 3
-    except query.QueryFailed as exc:
-        err.print(f"[bold red]FAILED[/bold red] {exc}")
-        return 4
-    tbl = res.table
-    if args.format == "parquet":
-        import pyarrow.parquet as pq
-
-        pq.write_table(tbl, args.output)
-    elif args.format == "csv":
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(tbl.column_names)
-        for row in tbl.to_pylist():
-            w.writerow(["" if v is None else v for v in row.values()])
+        client = _client()
+        r = client.query(args.sql, args.purpose, wire, limit=limit, timeout=args.timeout)
+    except ServiceError as exc:
+        word = "REFUSED" if exc.status in (401, 403, 422) else "FAILED"
+        err.print(f"[bold red]{word}[/bold red] ({exc.status}) {exc.problem.get('detail') or exc}")
+        return 3 if exc.status in (401, 403, 422) else 4
+    versions = r.headers.get("X-Govlake-Versions", "{}")
+    seq = r.headers.get("X-Govlake-Audit-Seq", "?")
+    if args.format != "table":
         if args.output:
-            with open(args.output, "w", encoding="utf-8", newline="") as fh:
-                fh.write(buf.getvalue())
+            with open(args.output, "wb") as fh:
+                fh.write(r.content)
         else:
-            sys.stdout.write(buf.getvalue())
-    else:
-        t = Table(show_lines=False)
-        for name in tbl.column_names:
-            t.add_column(name, overflow="fold")
-        for row in tbl.to_pylist():
-            t.add_row(*["" if v is None else str(v) for v in row.values()])
-        wide = None if sys.stdout.isatty() else 250  # do not fold values when piped
-        out = Console(file=open(args.output, "w", encoding="utf-8"), width=250) if args.output else Console(width=wide)
-        out.print(t)
-    masked = {p: c for p, c in res.treatments.items() if c}
-    note = ", ".join(f"{p}: " + ", ".join(f"{c}={t}" for c, t in cols.items())
-                     for p, cols in masked.items()) or "none"
-    err.print(f"{res.row_count} row(s){' (truncated at the row limit)' if res.truncated else ''}; "
-              f"products {', '.join(f'{p} v{v}' for p, v in res.products.items()) or '-'}; "
-              f"masked: {note}; audit #{res.audit_seq}", highlight=False)
+            sys.stdout.buffer.write(r.content)
+        err.print(f"products {versions}; audit #{seq}", highlight=False)
+        return 0
+    doc = r.json()
+    t = Table(show_lines=False)
+    for name in doc["columns"]:
+        t.add_column(name, overflow="fold")
+    for row in doc["rows"]:
+        t.add_row(*["" if v is None else str(v) for v in row])
+    wide = None if sys.stdout.isatty() else 250  # do not fold values when piped
+    out = Console(file=open(args.output, "w", encoding="utf-8"), width=250) if args.output else Console(width=wide)
+    out.print(t)
+    masked = doc.get("masked") or {}
+    note = ", ".join(f"{p}: " + ", ".join(f"{c}={t}" for c, t in cols.items()) for p, cols in masked.items()) or "none"
+    err.print(f"{doc['row_count']} row(s); products "
+              f"{', '.join(f'{p} v{v}' for p, v in doc['versions'].items()) or '-'}; masked: {note}; "
+              f"audit #{doc['audit_seq']}", highlight=False)
+    return 0
+
+
+def _verify(args) -> int:
+    import json
+
+    from govlake.sharing.service.client import ServiceError
+
+    claims = []
+    for text in args.claims:
+        claim = {}
+        for part in text.split(","):
+            if "=" not in part:
+                print(f"claim {text!r}: each part must be field=value", file=sys.stderr)
+                return 2
+            k, v = part.split("=", 1)
+            claim[k.strip()] = v.strip()
+        claims.append(claim)
+    try:
+        res = _client().post("/v1/verify", {"resource": args.resource, "purpose": args.purpose, "claims": claims})
+    except ServiceError as exc:
+        print(f"REFUSED ({exc.status}) {exc.problem.get('detail') or exc}", file=sys.stderr)
+        return 3
+    print(json.dumps(res, ensure_ascii=False, indent=2))
     return 0
 
 
