@@ -145,15 +145,31 @@ lit = masking.sql_literal
 ident = masking.sql_ident
 
 
-def _strip(v: str) -> str:
+class Steps:
+    """Staged SQL for one column: each step is computed once, in its own projection level,
+    and later steps refer to it by alias (DuckDB would otherwise evaluate a regex nested in
+    ``length(x)``/``substring(x)``/``CASE`` once per occurrence)."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+        self.steps: list[tuple[str, str]] = []
+
+    def let(self, expr: str) -> str:
+        alias = f"{self.prefix}_{len(self.steps)}"
+        self.steps.append((alias, expr))
+        return ident(alias)
+
+
+def _strip(b: Steps, v: str) -> str:
     ws = _tables()["space"]
-    return f"regexp_replace({v}, {lit(f'^[{ws}]+|[{ws}]+$')}, '', 'g')"
+    return b.let(f"regexp_replace({v}, {lit(f'^[{ws}]+|[{ws}]+$')}, '', 'g')")
 
 
-def _nfkc(v: str) -> str:
+def _nfkc(b: Steps, v: str, upper: bool = False) -> str:
     t = _tables()
-    return (f"regexp_replace(translate({v}, {lit(t['tr_from'])}, {lit(t['tr_to'])}), "
-            f"{lit('[' + t['space'] + ']+')}, '', 'g')")
+    e = (f"regexp_replace(translate({v}, {lit(t['tr_from'])}, {lit(t['tr_to'])}), "
+         f"{lit('[' + t['space'] + ']+')}, '', 'g')")
+    return b.let(f"upper({e})" if upper else e)
 
 
 def _keep(v: str, head: int, tail: int) -> str:
@@ -163,24 +179,25 @@ def _keep(v: str, head: int, tail: int) -> str:
             f"ELSE substring({v}, 1, {head}) || repeat('*', {n} - {head + tail}) || {rest} END")
 
 
-def _phone(v: str) -> str:
+def _phone(b: Steps, v: str) -> str:
     ws = _tables()["space"]
-    p = f"regexp_replace({_nfkc(v)}, {lit('[' + ws + '()（）-]')}, '', 'g')"
-    return (f"CASE WHEN starts_with({p}, '+86') AND length({p}) = 14 THEN substring({p}, 4) "
-            f"WHEN starts_with({p}, '0086') AND length({p}) = 15 THEN substring({p}, 5) "
-            f"WHEN starts_with({p}, '86') AND length({p}) = 13 THEN substring({p}, 3) "
-            f"ELSE {p} END")
+    p = b.let(f"regexp_replace({_nfkc(b, v)}, {lit('[' + ws + '()（）-]')}, '', 'g')")
+    return b.let(
+        f"CASE WHEN starts_with({p}, '+86') AND length({p}) = 14 THEN substring({p}, 4) "
+        f"WHEN starts_with({p}, '0086') AND length({p}) = 15 THEN substring({p}, 5) "
+        f"WHEN starts_with({p}, '86') AND length({p}) = 13 THEN substring({p}, 3) "
+        f"ELSE {p} END")
 
 
-def _id_upgrade(n: str) -> str:
+def _id_upgrade(b: Steps, n: str) -> str:
     """normalise_id_number after NFKC+upper: a 15-digit ID gets ``19`` and a check digit."""
     f17 = f"(substring({n}, 1, 6) || '19' || substring({n}, 7))"
     weights = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2]
     total = " + ".join(f"{w} * CAST(substring({f17}, {i + 1}, 1) AS INTEGER)"
                        for i, w in enumerate(weights))
     check = f"substring('10X98765432', (({total}) % 11) + 1, 1)"
-    return (f"CASE WHEN length({n}) = 15 AND regexp_full_match({n}, '[0-9]{{15}}') "
-            f"THEN {f17} || {check} ELSE {n} END")
+    return b.let(f"CASE WHEN length({n}) = 15 AND regexp_full_match({n}, '[0-9]{{15}}') "
+                 f"THEN {f17} || {check} ELSE {n} END")
 
 
 def _address(v: str) -> str:
@@ -192,59 +209,60 @@ def _address(v: str) -> str:
     return f"regexp_extract({v}, {lit(pattern)}, 0) || '****'"
 
 
-def mask_sql(element: str, v: str, internal: bool) -> str:
-    """SQL equal to ``masking.mask(element, v, internal)`` for a VARCHAR expression ``v``."""
+def mask_steps(b: Steps, element: str, v: str, internal: bool) -> str:
+    """Final SQL (over ``b``'s steps) equal to ``masking.mask(element, v, internal)``."""
     fn = masking.MASKERS.get(element, masking.mask_generic)
     if fn is masking.mask_id_number:
-        n = f"upper({_nfkc(v)})"
+        n = _nfkc(b, v, upper=True)
         return _keep(n, 6, 4) if internal else _keep(n, 1, 1)
     if fn is masking.mask_phone:
-        return _keep(_phone(v), 3, 4)
+        return _keep(_phone(b, v), 3, 4)
     if fn is masking.mask_bank_card:
-        return _keep(_nfkc(v), 6, 4)
+        return _keep(_nfkc(b, v), 6, 4)
     if fn is masking.mask_uscc:
-        return _keep(f"upper({_nfkc(v)})", 8, 2)
+        return _keep(_nfkc(b, v, upper=True), 8, 2)
     if fn is masking.mask_name:
-        s = _strip(v)
+        s = _strip(b, v)
         return (f"CASE WHEN length({s}) <= 1 THEN repeat('*', length({s})) "
                 f"WHEN length({s}) = 2 THEN substring({s}, 1, 1) || '*' "
                 f"ELSE substring({s}, 1, 1) || repeat('*', length({s}) - 2) "
                 f"|| substring({s}, length({s}), 1) END")
     if fn is masking.mask_address:
-        return _address(_strip(v))
+        return _address(_strip(b, v))
     if fn is masking.mask_email:
-        s = _strip(v)
-        local = f"regexp_extract({s}, '(?s)^(.*)@(.*)$', 1)"
-        domain = f"regexp_extract({s}, '(?s)^(.*)@(.*)$', 2)"
+        s = _strip(b, v)
+        parts = b.let(f"regexp_extract({s}, '(?s)^(.*)@(.*)$', ['l', 'd'])")
+        local, domain = f"{parts}.l", f"{parts}.d"
         return (f"CASE WHEN strpos({s}, '@') = 0 THEN {_keep(s, 1, 0)} "
                 f"ELSE (CASE WHEN {local} = '' THEN '***' ELSE substring({local}, 1, 1) || '***' END)"
                 f" || '@' || {domain} END")
     if fn is masking.mask_birth_date:
-        s = _strip(v)
-        year = f"regexp_extract({s}, {lit('^([' + _tables()['decimal'] + ']{4})')}, 1)"
+        s = _strip(b, v)
+        year = b.let(f"regexp_extract({s}, {lit('^([' + _tables()['decimal'] + ']{4})')}, 1)")
         return f"CASE WHEN {year} <> '' THEN {year} || '-**-**' ELSE '****' END"
     if fn is masking.mask_generic:
         return f"CASE WHEN length({v}) >= 4 THEN {_keep(v, 1, 1)} ELSE repeat('*', length({v})) END"
     raise RenditionError(f"no SQL rendering of the mask for element {element!r} ({fn.__name__}); "
-                         "add it to govlake.sharing.renditions.mask_sql")
+                         "add it to govlake.sharing.renditions.mask_steps")
 
 
-def normalise_sql(element: str, v: str) -> str:
+def normalise_steps(b: Steps, element: str, v: str) -> str:
     """SQL equal to ``masking.normalise(element, v)`` (on the verified character set)."""
     if element in ID_ELEMENTS:
-        return _id_upgrade(f"upper({_nfkc(v)})")
+        return _id_upgrade(b, _nfkc(b, v, upper=True))
     if element == "phone":
-        return _phone(v)
+        return _phone(b, v)
     if element == "uscc":
-        return f"upper({_nfkc(v)})"
-    return _nfkc(v)
+        return _nfkc(b, v, upper=True)
+    return _nfkc(b, v)
 
 
-def token_sql(element: str, v: str, pads: str = "__k") -> str:
-    """SQL equal to ``masking.token(element, v, key, "sha256")``; the padded keys are read
-    from the one-row table ``pads`` (ipad, opad), never written into the SQL text."""
-    msg = f"encode({normalise_sql(element, v)})"
-    inner = f"unhex(sha256((SELECT ipad FROM {pads}) || {msg}))"
+def token_steps(b: Steps, element: str, v: str, pads: str = "__k") -> str:
+    """SQL equal to ``masking.token(element, v, key, "sha256")``: HMAC-SHA256 as
+    ``sha256(K^opad || unhex(sha256(K^ipad || utf8(m))))``; the padded keys are read from the
+    one-row table ``pads`` (ipad, opad), never written into the SQL text."""
+    msg = f"encode({normalise_steps(b, element, v)})"
+    inner = b.let(f"unhex(sha256((SELECT ipad FROM {pads}) || {msg}))")
     return f"'v1:' || sha256((SELECT opad FROM {pads}) || {inner})"
 
 
@@ -254,26 +272,58 @@ def _needs_nfkc(c: ColumnPlan) -> bool:
         tuple(masking.MASKERS[e] for e in NFKC_MASKS))
 
 
-def column_expr(c: ColumnPlan, internal: bool, guard: bool = True) -> str:
-    """The SELECT expression of one column of a rendition (aliased to its name)."""
+def column_steps(c: ColumnPlan, internal: bool, prefix: str, guard: bool = True) -> tuple[Steps, str]:
+    """(the steps, the final expression) of one column of a rendition."""
+    b = Steps(prefix)
     col = ident(c.column)
     if c.treatment == "clear":
-        return col
+        return b, col
     if c.treatment == "withhold":
-        return f"CAST(NULL AS VARCHAR) AS {col}"
-    v = f"CAST({col} AS VARCHAR)"
-    if c.treatment == "mask":
-        body = mask_sql(c.element, v, internal)
-    elif c.treatment == "token":
-        body = token_sql(c.element or c.column, v)
-    else:
-        raise RenditionError(f"unknown treatment {c.treatment!r} for column {c.column!r} "
-                             f"(one of {masking.TREATMENTS})")
+        return b, "CAST(NULL AS VARCHAR)"
+    v = b.let(f"CAST({col} AS VARCHAR)")
     if guard and _needs_nfkc(c):
         unsafe = lit("[^" + _tables()["safe"] + "]")
         msg = lit(f"__unsafe__:{c.column}")
-        body = f"CASE WHEN regexp_matches({v}, {unsafe}) THEN error({msg}) ELSE {body} END"
-    return f"CASE WHEN {col} IS NULL THEN NULL ELSE {body} END AS {col}"
+        v = b.let(f"CASE WHEN regexp_matches({v}, {unsafe}) THEN error({msg}) ELSE {v} END")
+    if c.treatment == "mask":
+        body = mask_steps(b, c.element, v, internal)
+    elif c.treatment == "token":
+        body = token_steps(b, c.element or c.column, v)
+    else:
+        raise RenditionError(f"unknown treatment {c.treatment!r} for column {c.column!r} "
+                             f"(one of {masking.TREATMENTS})")
+    return b, f"CASE WHEN {col} IS NULL THEN NULL ELSE {body} END"
+
+
+def staged_select(outputs: Sequence[tuple[str, Steps, str]], source: str,
+                  carry: Sequence[str] = ()) -> str:
+    """``SELECT carry, final AS name …`` over nested projections, one per step level (row order
+    is kept: projections only)."""
+    sql = f"SELECT * FROM {source}"
+    depth = max((len(b.steps) for _, b, _ in outputs), default=0)
+    for level in range(depth):
+        adds = [f"{expr} AS {ident(alias)}" for _, b, _ in outputs
+                if level < len(b.steps) for alias, expr in [b.steps[level]]]
+        sql = f"SELECT *, {', '.join(adds)} FROM ({sql})"
+    finals = [ident(c) for c in carry] + [f"{final} AS {ident(name)}" for name, _, final in outputs]
+    return f"SELECT {', '.join(finals)} FROM ({sql})"
+
+
+def mask_sql(element: str, column: str, internal: bool, source: str, carry=()) -> str:
+    """A query over ``source`` giving ``masking.mask(element, column, internal)`` as ``out``
+    (for tests and inspection)."""
+    b = Steps("__m")
+    v = ident(column)
+    return staged_select([("out", b, f"CASE WHEN {v} IS NULL THEN NULL ELSE "
+                          f"{mask_steps(b, element, v, internal)} END")], source, carry)
+
+
+def token_sql(element: str, column: str, source: str, carry=()) -> str:
+    """A query over ``source`` giving ``masking.token(element, column, key)`` as ``out``."""
+    b = Steps("__t")
+    v = ident(column)
+    return staged_select([("out", b, f"CASE WHEN {v} IS NULL THEN NULL ELSE "
+                          f"{token_steps(b, element, v)} END")], source, carry)
 
 
 # ---- plans and ids ----------------------------------------------------------------------------
@@ -387,8 +437,12 @@ def _pads(key: bytes) -> tuple[bytes, bytes]:
 
 
 def select_sql(plan: Sequence[ColumnPlan], internal: bool, source: str) -> str:
-    exprs = ",\n  ".join(column_expr(c, internal) for c in plan)
-    return f"SELECT\n  {exprs}\nFROM {source}"
+    """The rendition's SELECT over ``source`` (columns in the plan's order)."""
+    outs = []
+    for i, c in enumerate(plan):
+        b, final = column_steps(c, internal, f"__r{i}")
+        outs.append((c.column, b, final))
+    return staged_select(outs, source)
 
 
 def _first_unsafe_row(con, src: str, column: str) -> tuple[int, str]:
