@@ -74,7 +74,7 @@ _RESERVED = {"request": "begin()", "outcome": "finish()", "repair": "repair()",
 _FIELDS = ("seq", "ts", "kind", "payload", "prev_hash", "hash")
 WITNESS_ENV = "GOVLAKE_AUDIT_WITNESS_DIRS"
 EXTERNAL_WITNESS_NAME = "govlake-audit-checkpoints.jsonl"
-_CHECKPOINT_SIGNED = ("checkpoint", "count", "last_hash", "ts", "reason", "lake")
+_CHECKPOINT_SIGNED = ("checkpoint", "count", "last_hash", "size", "ts", "reason", "lake")
 
 
 class AuditError(RuntimeError):
@@ -654,15 +654,72 @@ def _append_record(path: Path, line: bytes) -> None:
         fsync_dir(path.parent)
 
 
+def _line_ending_at(path: Path, end: int) -> bytes:
+    """The line (without newline) whose newline is the byte before offset ``end``."""
+    with open(path, "rb") as fh:
+        pos, buf = end - 1, b""
+        while pos > 0:
+            step = min(8192, pos)
+            fh.seek(pos - step)
+            buf = fh.read(step) + buf
+            pos -= step
+            idx = buf.rfind(b"\n")
+            if idx != -1:
+                return buf[idx + 1:]
+        return buf
+
+
+def _check_since_last_checkpoint(lake: Lake, last_record: bytes | None) -> None:
+    """Before signing: the chain from the previous checkpoint (or the start) to the tail must be
+    intact, so a signature never covers a log already known to be bad. Costs only the entries
+    written since the previous checkpoint. AuditError naming the line otherwise."""
+    log_ = log_path(lake)
+    off, seq, prev = 0, 0, GENESIS
+    try:
+        rec = json.loads(last_record) if last_record else None
+    except ValueError:
+        rec = None
+    if (isinstance(rec, dict) and rec.get("lake") == str(lake.root.resolve())
+            and _check_signature(rec) and isinstance(rec.get("size"), int)):
+        size = log_.stat().st_size if log_.exists() else 0
+        e = None
+        if 0 < rec["size"] <= size:
+            try:
+                e = json.loads(_line_ending_at(log_, rec["size"]))
+            except ValueError:
+                e = None
+        if not isinstance(e, dict) or e.get("seq") != rec["count"] or e.get("hash") != rec["last_hash"]:
+            raise AuditError(f"{log_}: not signing a checkpoint: the log was rewritten or truncated "
+                             f"after checkpoint {rec.get('checkpoint')} signed at {rec.get('ts')}; "
+                             "run `govlake audit verify`")
+        off, seq, prev = rec["size"], rec["count"], rec["last_hash"]
+    if not log_.exists():
+        return
+    with open(log_, "rb") as fh:
+        fh.seek(off)
+        for line in fh:
+            seq += 1
+            try:
+                e = json.loads(line)
+                bad = ("seq" if e.get("seq") != seq else "prev_hash" if e.get("prev_hash") != prev
+                       else "hash" if entry_hash(e) != e.get("hash") else None)
+            except (ValueError, AttributeError):
+                bad = "JSON"
+            if bad:
+                raise AuditError(f"{log_}: not signing a checkpoint: line {seq} is not valid ({bad}: "
+                                 "edited, deleted, inserted or torn); run `govlake audit verify`")
+            prev = e["hash"]
+
+
 def checkpoint(lake: Lake, reason: str) -> dict:
     """Sign the log's current state and hand copies to every witness; returns the record.
 
     A ``checkpoint`` entry is appended first (reason, who, key id, where the copies go), then
-    ``{checkpoint, count, last_hash, ts, reason, lake}`` of that entry is signed with Ed25519 and
+    ``{checkpoint, count, last_hash, size, ts, reason, lake}`` of that entry (``size``: the log's
+    length in bytes up to it) is signed with Ed25519 and
     appended to ``audit/checkpoints.jsonl`` and to every witness file (:func:`witness_files`).
-    The record also carries the public key. AuditError if any copy could not be written."""
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: F401
-
+    The record also carries the public key. Refused (AuditError) if the chain written since the
+    previous checkpoint is not intact; AuditError if any copy could not be written."""
     reason = str(reason).strip() or "manual"
     with _exclusive(lake):
         key = _load_or_create_key(lake)
@@ -674,12 +731,14 @@ def checkpoint(lake: Lake, reason: str) -> dict:
             n = int(json.loads(last)["checkpoint"]) + 1 if last else 1
         except (ValueError, KeyError, TypeError):
             n = sum(1 for _ in cp.open("rb")) + 1
+        _check_since_last_checkpoint(lake, last)
         targets = witness_files(lake)
         payload = {"checkpoint": n, "reason": reason, "actor": actor(), "key_id": key_id,
                    "witnesses": [str(t) for t in targets]}
         e = _commit(lake, [("checkpoint", json.loads(canonical(payload)))])[0]
-        body = {"checkpoint": n, "count": e["seq"], "last_hash": e["hash"], "ts": e["ts"],
-                "reason": reason, "lake": str(lake.root.resolve())}
+        body = {"checkpoint": n, "count": e["seq"], "last_hash": e["hash"],
+                "size": log_path(lake).stat().st_size, "ts": e["ts"], "reason": reason,
+                "lake": str(lake.root.resolve())}
         rec = {**body, "key_id": key_id, "public_key": pub,
                "signature": key.sign(canonical(body)).hex()}
         line = canonical(rec) + b"\n"

@@ -202,3 +202,40 @@ def test_no_result_without_an_audit_record(lake, tmp_path, monkeypatch):
     with pytest.raises(audit.AuditError):
         query.run_query("ga_analyst", "人口信息核查", "select * from population_base",
                         lake=lake, grants_path=grants, dbt_dir=dbt)
+
+
+def _cli(*args, env_extra=None):
+    import os
+
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "govlake.cli", "audit", *args],
+                          capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_repair_and_checkpoint_cli(lake, tmp_path):
+    work = {"GOVLAKE_WORK_DIR": str(tmp_path / "work")}
+    _fill(lake, 3)
+    p = _cli("repair", env_extra=work)
+    assert p.returncode == 0 and "nothing to repair" in p.stdout, p.stdout + p.stderr
+    torn = '{"seq":4,"payload":"半'.encode()
+    with open(audit.log_path(lake), "ab") as fh:
+        fh.write(torn)
+    p = _cli("verify", env_extra=work)
+    assert p.returncode == 1 and "line 4" in p.stdout and "govlake audit repair" in p.stdout
+    p = _cli("repair", env_extra=work)
+    assert p.returncode == 0 and f"sealed a torn last line (line 4, {len(torn)} bytes" in p.stdout, p.stdout + p.stderr
+    assert "3 complete entries kept" in p.stdout and "entry 4" in p.stdout
+    p = _cli("checkpoint", "--reason", "季度核查", env_extra=work)
+    assert p.returncode == 0 and "checkpoint 1 signed" in p.stdout and "5 entries" in p.stdout, p.stderr
+    p = _cli("verify", env_extra=work)
+    assert p.returncode == 0 and "OK: 5 entries" in p.stdout and "1 signed checkpoint" in p.stdout
+    # an edited entry is not "repaired", and a chain broken since the last checkpoint is not signed
+    _fill(lake, 2)
+    lines = _lines(lake)
+    lines[5] = lines[5].replace('"i":0', '"i":5')
+    _write_lines(lake, lines)
+    p = _cli("repair", env_extra=work)
+    assert p.returncode == 1 and "no torn tail to repair" in p.stderr and "line 6" in p.stderr
+    p = _cli("checkpoint", env_extra=work)
+    assert p.returncode == 1 and "not signing a checkpoint: line 6" in p.stderr, p.stderr
+    assert len(audit.checkpoints_path(lake).read_text().splitlines()) == 1

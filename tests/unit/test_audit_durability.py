@@ -339,3 +339,18 @@ def test_record_publication_signs_a_checkpoint(lake):
     cp = json.loads(audit.checkpoints_path(lake).read_text().splitlines()[-1])
     assert cp["reason"] == "publication population_base v1" and cp["count"] == e["seq"] + 1
     assert audit.verify(lake).checkpoints == 1
+
+
+def test_checkpoint_refuses_to_sign_a_broken_chain(lake):
+    _fill(lake, 3)
+    audit.checkpoint(lake, "first")
+    _fill(lake, 3)
+    raw = audit.log_path(lake).read_bytes()
+    audit.log_path(lake).write_bytes(raw.replace("第1条".encode(), "第8条".encode()))  # entry 6
+    with pytest.raises(audit.AuditError, match="not signing a checkpoint: line 6"):
+        audit.checkpoint(lake, "second")
+    # a log rewritten under the previous checkpoint is not signed either
+    _forge_chain(lake, [{"i": i} for i in range(8)])
+    with pytest.raises(audit.AuditError, match="rewritten or truncated after checkpoint 1"):
+        audit.checkpoint(lake, "third")
+    assert len(audit.checkpoints_path(lake).read_text().splitlines()) == 1
