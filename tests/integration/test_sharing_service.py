@@ -59,6 +59,8 @@ def svc(tmp_path_factory):
         "rate_limits:\n  default: {per_second: 500, burst: 1000}\n  citizen_portal: {per_second: 1, burst: 3}\n"
         "requests: {max_body_bytes: 200000, max_claims: 1000}\nquery: {timeout_seconds: 5, memory_limit: 256MB}\n",
         encoding="utf-8")
+    (root / "config" / "approvers.yml").write_text(
+        "departments:\n  公安: [王建国]\n  民政: [李秀英, 周平]\n", encoding="utf-8")
     rows = S.people(ROWS)
     S.publish(lake, "population_base", rows)
     S.publish(lake, "marriage_household_check", [
@@ -71,6 +73,8 @@ def svc(tmp_path_factory):
         ("tj-analyst", "analyst", "stats_public", "统计", "周平"),
         ("portal", "citizen_portal", "stats_public", "数据管理局", "市民门户"),
         ("ga-approver", "approver", None, "公安", "王建国"),
+        ("mz-approver", "approver", None, "民政", "李秀英"),
+        ("mz-approver-zp", "approver", None, "民政", "周平"),
     ]:
         args = [GOVLAKE, "clients", "add", cid, "--kind", kind, "--department", dept, "--name", name, "--json"]
         if role:
@@ -357,10 +361,60 @@ def test_access_decisions_need_an_authenticated_approver(svc):
                                                         "purpose": "人口统计分析"})
     assert r.status_code == 200, r.text
     rid = r.json()["request_id"] if "request_id" in r.json() else r.json()["id"]
-    # an app cannot approve; the filer cannot approve; the owner department's approver decides
-    problem(call(svc, "ga-app", f"/v1/access-requests/R-{rid}/approve", {"reason": "ok"}), 403)
-    body = problem(call(svc, "ga-approver", f"/v1/access-requests/R-{rid}/approve", {"reason": "符合"}), 403)
+    assert rid.startswith("R-")
+    # an app cannot approve; another department's approver cannot; the filer cannot approve
+    problem(call(svc, "ga-app", f"/v1/access-requests/{rid}/approve", {"reason": "ok"}), 403)
+    body = problem(call(svc, "ga-approver", f"/v1/access-requests/{rid}/approve", {"reason": "符合"}), 403)
     assert "民政" in body["detail"]  # 公安's approver is not of the owning department
+    body = problem(call(svc, "mz-approver-zp", f"/v1/access-requests/{rid}/approve", {"reason": "符合"}), 403)
+    assert "filed this request" in body["detail"]  # 周平 filed it (as tj-analyst) and cannot approve it
+    r = call(svc, "mz-approver", f"/v1/access-requests/{rid}/reject", {"reason": "用途不符"})
+    assert r.status_code == 200 and r.json()["decided_by"] == "李秀英"
+
+
+def gov(svc, cid, *argv):
+    env = {**svc["env"], "GOVLAKE_CLIENT_ID": cid, "GOVLAKE_CLIENT_SECRET": svc["creds"][cid],
+           "GOVLAKE_SERVICE_URL": svc["url"]}
+    # the analyst's shell: no lake, grants or key in reach (the service holds them)
+    for k in ("GOVLAKE_LAKE_ROOT", "GOVLAKE_GRANTS_FILE", "GOVLAKE_TOKEN_KEY"):
+        env.pop(k, None)
+    return subprocess.run([GOVLAKE, *argv], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_cli_access_session(svc, tmp_path):
+    """govlake access/query as service clients: request → approve → query → revoke → refused."""
+    p = gov(svc, "tj-analyst", "access", "request", "--product", "marriage_household_check",
+            "--purpose", "人口统计分析", "--json")
+    assert p.returncode == 0, p.stderr
+    rid = json.loads(p.stdout)["request_id"]
+    p = gov(svc, "ga-approver", "access", "approve", rid, "--days", "30", "--reason", "x")
+    assert p.returncode == 3 and "REFUSED" in p.stderr and "民政" in p.stderr
+    p = gov(svc, "mz-approver", "access", "approve", rid, "--days", "30", "--reason", "符合条件", "--json")
+    assert p.returncode == 0, p.stderr
+    grant = json.loads(p.stdout)
+    assert grant["granted_by"] == "李秀英" and grant["state"] == "active"
+    p = gov(svc, "tj-analyst", "query", "--purpose", "人口统计分析", "--format", "csv",
+            "select household_status_code, count(*) as n from marriage_household_check group by 1")
+    # granted, but household_status_code (L2) is still withheld from an L1 role: NULL
+    assert p.returncode == 0, p.stderr
+    n = len(svc["lake"].manifest("marriage_household_check") and
+            pq.read_table(next(svc["lake"].current_dir("marriage_household_check").glob("*.parquet"))))
+    assert p.stdout.splitlines() == ["household_status_code,n", f",{n}"]
+    out = tmp_path / "r.parquet"
+    p = gov(svc, "mz-app", "query", "--purpose", "婚姻登记核验", "--format", "parquet", "--output", str(out),
+            "--limit", "25", "select id_number, name from population_base order by name")
+    assert p.returncode == 0, p.stderr
+    t = pq.read_table(out)
+    assert t.num_rows == 25 and all(v.startswith("v1:") for v in t.column("id_number").to_pylist())
+    p = gov(svc, "tj-analyst", "query", "--purpose", "人口统计分析", "select * from read_csv('/etc/passwd')")
+    assert p.returncode == 3 and "REFUSED" in p.stderr and "read_csv" in p.stderr and "root:" not in p.stdout
+    p = gov(svc, "mz-approver", "access", "revoke", grant["grant_id"], "--reason", "结束")
+    assert p.returncode == 0 and "revoked" in p.stdout
+    p = gov(svc, "tj-analyst", "query", "--purpose", "人口统计分析", "select count(*) from marriage_household_check")
+    assert p.returncode == 3 and "revoked" in p.stderr
+    p = gov(svc, "tj-analyst", "verify", "--resource", "population_base", "--purpose", "人口统计分析",
+            f"id_number={svc['rows'][0]['id_number']},name={svc['rows'][0]['name']}")
+    assert p.returncode == 0 and json.loads(p.stdout)["results"][0]["fields"] == {"name": "match"}
 
 
 def test_one_version_per_response_during_publishes(svc):

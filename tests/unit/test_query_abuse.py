@@ -281,31 +281,8 @@ def test_query_engine_holds_no_clear_value_or_path(env, monkeypatch):
     assert len(seen["ids"]) == ROWS and not clear & set(seen["ids"])
 
 
-def test_cli_query_formats_and_refusal(env, tmp_path):
-    envvars = {"GOVLAKE_LAKE_ROOT": str(env["lake"].root), "GOVLAKE_GRANTS_FILE": str(env["grants"]),
-               "GOVLAKE_PROJECT_ROOT": str(tmp_path), "GOVLAKE_TOKEN_KEY": "5a" * 32,
-               "PATH": "/usr/bin:/bin"}
-    gov = [sys.executable, "-m", "govlake.cli"]
-    out = tmp_path / "r.parquet"
-    p = subprocess.run(gov + ["query", "--role", "mz_analyst", "--purpose", "婚姻登记核验",
-                              "select id_number, name from population_base order by name",
-                              "--format", "parquet", "--output", str(out), "--limit", "25"],
-                       env=envvars, capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0, p.stderr
-    t = pq.read_table(out)
-    assert t.num_rows == 25 and t.column_names == ["id_number", "name"]
-    assert "truncated" in p.stderr and "id_number=token" in p.stderr
-    p = subprocess.run(gov + ["query", "--role", "stats_public", "--purpose", "人口统计分析",
-                              "select division_code, count(*) n from population_base group by 1 order by 1",
-                              "--format", "csv"], env=envvars, capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0, p.stderr
-    lines = p.stdout.strip().splitlines()
-    assert lines[0] == "division_code,n" and len(lines) == 1 + len(S.DIVISIONS)
-    p = subprocess.run(gov + ["query", "--role", "stats_public", "--purpose", "人口统计分析",
-                              "select * from read_csv('/etc/passwd')"], env=envvars,
-                       capture_output=True, text=True, timeout=120)
-    assert p.returncode == 3 and "REFUSED" in p.stderr and "read_csv" in p.stderr
-    assert "root:" not in p.stdout + p.stderr
+# `govlake query` is a client of the sharing service: tested against a real server in
+# tests/integration/test_sharing_service.py::test_cli_access_session
 
 
 def test_runaway_query_is_interrupted_and_audited(env):

@@ -11,12 +11,13 @@ import argparse
 import json
 import sys
 
-EPILOG = """examples:
-  govlake access request --role mz_marriage_analyst --product population_base --purpose 婚姻登记核验
-  govlake access list --pending --department 公安
-  govlake access approve R-1 --approver 王建国 --department 公安 --days 90 --reason "符合共享条件"
-  govlake access reject R-2 --approver 王建国 --department 公安 --reason "用途与共享条件不符"
-  govlake access revoke G-1 --approver 王建国 --department 公安 --reason "项目结束"
+EPILOG = """examples (request/approve/reject/revoke go through the sharing service as the registered
+client whose credentials this shell holds; the role, approver and department are that registration's):
+  govlake access request --product population_base --purpose 婚姻登记核验
+  govlake access list --pending --department 公安          (admin, on the service's machine)
+  govlake access approve R-1 --days 90 --reason "符合共享条件"
+  govlake access reject R-2 --reason "用途与共享条件不符"
+  govlake access revoke G-1 --reason "项目结束"
 
 exit codes: 0 done, 1 error (not found / wrong state / bad input), 3 refused
 (不予共享 product, approver not of the owning department or not registered)
@@ -34,11 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     asub = a.add_subparsers(dest="access_command", metavar="ACTION", required=True)
 
     r = asub.add_parser("request", help="file a request for a product")
-    r.add_argument("--role", required=True, help="role from config/grants.yml")
     r.add_argument("--product", required=True, help="published product name")
     r.add_argument("--purpose", required=True, help="what the data will be used for (recorded in the grant)")
     r.add_argument("--columns", default=None, help="comma-separated columns (default: every column)")
-    r.add_argument("--requester", default=None, help="who files the request (default: the OS user)")
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=_request)
 
@@ -55,8 +54,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                            ("revoke", "revoke a grant now")):
         p = asub.add_parser(name, help=helptext)
         p.add_argument("id", help="grant id (G-<n>)" if name == "revoke" else "request id (R-<n>)")
-        p.add_argument("--approver", required=True, help="approver identity (registered in config/approvers.yml)")
-        p.add_argument("--department", required=True, help="the approver's department (must own the product)")
         p.add_argument("--reason", required=True)
         if name == "approve":
             g = p.add_mutually_exclusive_group()
@@ -91,24 +88,38 @@ def _lake():
     return Lake.default()
 
 
-def _request(args) -> int:
-    from govlake import access_requests as ar
+def _service(path: str, body: dict):
+    """POST to the sharing service as the registered client of this shell (its credentials):
+    the role, the approver's name and department come from that registration."""
+    from govlake.sharing.service.client import Credentials, ServiceClient, ServiceError
 
     try:
-        req = ar.request(_lake(), args.role, args.product, args.purpose, columns=args.columns,
-                         requester=args.requester)
-    except ar.AccessRequestError as exc:
-        return _fail(exc)
+        client = ServiceClient(Credentials.from_env())
+        try:
+            return client.post(path, body), None
+        finally:
+            client.close()
+    except ServiceError as exc:
+        refused = exc.status in (401, 403)
+        _console(stderr=True).print(f"[bold red]{'REFUSED' if refused else 'ERROR'}[/bold red] "
+                                    f"({exc.status}) {exc.problem.get('detail') or exc}")
+        return None, (3 if refused else 1)
+
+
+def _request(args) -> int:
+    cols = [c.strip() for c in args.columns.split(",")] if args.columns else None
+    req, rc = _service("/v1/access-requests", {"product": args.product, "purpose": args.purpose, "columns": cols})
+    if rc is not None:
+        return rc
     if args.json:
-        print(json.dumps(req.to_dict(), ensure_ascii=False, indent=2))
-    elif req.status == "auto_granted":
-        g = ar.get_grant(_lake(), req.grant_id)
-        print(f"{req.ref} auto-granted ({req.sharing_type}, no approval needed): grant {g.ref} "
-              f"for {req.role} on {req.product}, purpose {req.purpose}, until {g.expires.isoformat()}")
+        print(json.dumps(req, ensure_ascii=False, indent=2))
+    elif req["status"] == "auto_granted":
+        print(f"{req['request_id']} auto-granted ({req['sharing_type']}, no approval needed): grant "
+              f"{req['grant_id']} for {req['role']} on {req['product']}, purpose {req['purpose']}")
     else:
-        print(f"{req.ref} filed: {req.role} requests {req.product} for {req.purpose!r}"
-              f"{' (columns ' + ', '.join(req.columns) + ')' if req.columns else ''}; "
-              f"pending approval by {req.owner_department}")
+        print(f"{req['request_id']} filed: {req['role']} requests {req['product']} for {req['purpose']!r}"
+              f"{' (columns ' + ', '.join(req['columns']) + ')' if req['columns'] else ''}; "
+              f"pending approval by {req['owner_department']}")
     return 0
 
 
@@ -161,40 +172,33 @@ def _list(args) -> int:
     return 0
 
 
-def _decide(args, action, summary, **kwargs) -> int:
-    """Run one approver decision (approve, reject, revoke) and print its result."""
-    from govlake import access_requests as ar
-
-    try:
-        obj = action(_lake(), args.id, args.approver, args.department, reason=args.reason, **kwargs)
-    except ar.AccessRequestError as exc:
-        return _fail(exc)
-    print(json.dumps(obj.to_dict(), ensure_ascii=False, indent=2) if args.json else summary(obj))
+def _decide(args, path: str, summary, **extra) -> int:
+    """One approver decision (approve, reject, revoke) through the sharing service."""
+    body = {"reason": args.reason, **{k: v for k, v in extra.items() if v is not None}}
+    obj, rc = _service(path, body)
+    if rc is not None:
+        return rc
+    print(json.dumps(obj, ensure_ascii=False, indent=2) if args.json else summary(obj))
     return 0
 
 
 def _approve(args) -> int:
-    from govlake import access_requests as ar
-
-    return _decide(args, ar.approve, lambda g: (
-        f"R-{g.request_id} approved by {g.granted_by} ({g.granted_department}): grant {g.ref} for "
-        f"{g.role} on {g.product}, purpose {g.purpose!r}"
-        f"{', columns ' + ', '.join(g.columns) if g.columns else ''}, valid until {g.expires.isoformat()}"),
+    return _decide(args, f"/v1/access-requests/{args.id}/approve", lambda g: (
+        f"{g['request_id']} approved by {g['granted_by']} ({g['granted_department']}): grant {g['grant_id']} for "
+        f"{g['role']} on {g['product']}, purpose {g['purpose']!r}"
+        f"{', columns ' + ', '.join(g['columns']) if g['columns'] else ''}, valid until {g['expires']}"),
         days=args.days, expires=args.expires)
 
 
 def _reject(args) -> int:
-    from govlake import access_requests as ar
-
-    return _decide(args, ar.reject, lambda r: (
-        f"{r.ref} rejected by {r.decided_by} ({r.decided_department}): {r.decision_reason}"))
+    return _decide(args, f"/v1/access-requests/{args.id}/reject", lambda r: (
+        f"{r['request_id']} rejected by {r['decided_by']} ({r['decided_department']}): {r['decision_reason']}"))
 
 
 def _revoke(args) -> int:
-    from govlake import access_requests as ar
-
-    return _decide(args, ar.revoke, lambda g: (
-        f"{g.ref} revoked by {g.revoked_by} ({g.revoked_department}) at {g.revoked_at}: {g.revoke_reason}"))
+    return _decide(args, f"/v1/grants/{args.id}/revoke", lambda g: (
+        f"{g['grant_id']} revoked by {g['revoked_by']} ({g['revoked_department']}) at {g['revoked_at']}: "
+        f"{g['revoke_reason']}"))
 
 
 def _dashboard(args) -> int:

@@ -143,6 +143,7 @@ class DecisionBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: str = Field(min_length=1, max_length=1000)
     days: int | None = Field(default=None, ge=1, le=366)
+    expires: dt.date | None = None
 
 
 # ---- the service ----------------------------------------------------------------------------
@@ -709,7 +710,7 @@ def create_app(settings: Settings) -> FastAPI:
         """Approve a request: only an approver of the owning department, never the requester."""
         a = _approver(client)
         return _public(_access(access_requests.approve, svc.lake, request_id, a.name, a.department,
-                               reason=body.reason, days=body.days))
+                               reason=body.reason, days=body.days, expires=body.expires))
 
     @app.post("/v1/access-requests/{request_id}/reject", tags=["access"],
               responses={s: ERRORS[s] for s in (401, 403, 422, 429)})
@@ -729,6 +730,8 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 def _public(obj) -> dict:
+    if hasattr(obj, "to_dict"):
+        return json.loads(json.dumps(obj.to_dict(), ensure_ascii=False, default=_json_default))
     if hasattr(obj, "__dataclass_fields__"):
         import dataclasses
 
