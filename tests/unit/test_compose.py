@@ -228,6 +228,16 @@ def test_every_service_has_a_command(services):
             assert svc.get("entrypoint"), "airflow-init: needs an entrypoint (a shell) to run its script"
             for step in ("airflow db migrate", "airflow users create", "Lake.default().ensure()"):
                 assert step in script, f"airflow-init: its command does not run `{step}`"
+        elif name == "govlake-sharing":
+            # the sharing service runs `govlake serve` and, inside its container, must listen beyond
+            # loopback explicitly (published on the host's loopback only)
+            assert cmd[:2] == ["govlake", "serve"] and "--allow-remote" in cmd, f"{name}: command {cmd}"
+            assert all(str(p).startswith("127.0.0.1:") for p in svc.get("ports", [])), f"{name}: {svc.get('ports')}"
+            # it holds the keys in its own volume, which no Airflow service mounts
+            secrets = [v for v in svc["volumes"] if v.startswith("govlake-service-secrets:")]
+            assert secrets, f"{name}: needs its own secrets volume"
+            for other in AIRFLOW_SERVICES:
+                assert not [v for v in services[other].get("volumes", []) if str(v).startswith("govlake-service-secrets:")]
         else:
             assert name in AIRFLOW_COMMANDS, f"{name}: unknown service, add it to the test's expectations"
             assert cmd == AIRFLOW_COMMANDS[name], f"{name}: command {cmd} should be {AIRFLOW_COMMANDS[name]}"
