@@ -53,15 +53,30 @@ def _fill_disk(root: Path) -> Path:
     return filler
 
 
-def test_real_full_disk(small_disk):
+def test_real_full_disk(small_disk, monkeypatch):
     lake = Lake(small_disk / "lake").ensure()
     for i in range(3):
         audit.append(lake, "note", {"i": i, "text": f"第{i}条"})
     size = audit.log_path(lake).stat().st_size
     filler = _fill_disk(small_disk)
     big = {"text": "数据共享审计" * 700}  # ~12.6 KB as UTF-8: cannot fit in what is left
-    with pytest.raises(audit.AuditError, match="No space left on device.*nothing was recorded"):
-        audit.append(lake, "note", big)
+    real, results = os.write, []
+
+    def spy(fd, data):  # the real write; only records what the kernel returned
+        try:
+            n = real(fd, data)
+        except OSError as exc:
+            results.append(exc.errno)
+            raise
+        results.append(n)
+        return n
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "write", spy)
+        with pytest.raises(audit.AuditError, match="No space left on device.*nothing was recorded"):
+            audit.append(lake, "note", big)
+    # what the old code did not handle: the kernel wrote part of the line, then refused
+    assert results[-1] == errno.ENOSPC and any(isinstance(r, int) and 0 < r < 12_000 for r in results[:-1]), results
     assert audit.log_path(lake).stat().st_size == size  # cut back: no torn tail
     res = audit.verify(lake)
     assert res.ok and res.count == 3, str(res)
