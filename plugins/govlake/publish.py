@@ -114,7 +114,7 @@ def _copy_fsync(src: Path, dst: Path) -> tuple[str, int]:
             size += len(chunk)
         fout.flush()
         os.fsync(fout.fileno())
-    os.chmod(dst, 0o444)
+    os.chmod(dst, 0o400)  # read-only, owner only
     return h.hexdigest(), size
 
 
@@ -264,7 +264,7 @@ def publish(lake: Lake, product: str, candidate_file: Path, *, run_id: str,
                 fh.write(text)
                 fh.flush()
                 os.fsync(fh.fileno())
-            os.chmod(staging / MANIFEST, 0o444)
+            os.chmod(staging / MANIFEST, 0o400)
             fsync_dir(staging)
             os.rename(staging, final)  # atomic; final did not exist (checked under the lock)
             fsync_dir(pdir)

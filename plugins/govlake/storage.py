@@ -184,6 +184,11 @@ class Lake:
         fsync_dir(link.parent)
 
     def ensure(self) -> "Lake":
+        """Create the zones; the lake root is private to the service's OS user (0700), so no
+        other local account reaches any file below it, whatever the file's own mode."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.root.stat().st_mode & 0o077:
+            os.chmod(self.root, 0o700)
         for p in (self.landing_root, self.raw_root, self.quarantine_root, self.published_root,
                   self.catalog_root, self.audit_root, self.meta_root, self.reports_root):
             p.mkdir(parents=True, exist_ok=True)
