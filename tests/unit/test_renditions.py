@@ -138,6 +138,14 @@ def test_tokens_equal_masking_token_and_15_digit_ids_join_their_18_digit_form(tm
     got = [r["id_number"] for r in read_rows(dest)]
     assert got == [masking.token("id_number", v, KEY, "sha256") for v in ids]
     assert len(set(got)) == 1 and got[0].startswith("v1:") and len(got[0]) == 3 + 64
+    # 15-digit IDs whose upgrade needs every check digit 0-9 and X join their 18-digit form
+    full = [r["id_number"] for r in S.people(400) if r["id_number"][6:8] == "19"]
+    assert {i[17] for i in full} == set("0123456789X")
+    short = [i[:6] + i[8:17] for i in full]
+    pq.write_table(pa.table({"id_number": short}), src)
+    R.build(src, tmp_path / "r15.parquet", [ColumnPlan("id_number", "id_number", "L4", "token")], False, KEY)
+    assert [r["id_number"] for r in read_rows(tmp_path / "r15.parquet")] == \
+        [masking.token("id_number", i, KEY) for i in full]
 
 
 def test_long_key_is_hashed_like_hmac(tmp_path):
@@ -328,3 +336,82 @@ def test_ensure_on_a_missing_version_names_it(env):
     lake, *_ = env
     with pytest.raises(R.RenditionError, match="no published version"):
         R.ensure(lake, "population_base", 7, plan_all("mask"), True, None)
+
+
+# ---- the publish hook -------------------------------------------------------------------------
+def _publish(lake, rows, run_id="20261124T101500-ab12cd", **kw):
+    from govlake.gate import GateResult, SuiteResult
+    from govlake.publish import publish
+
+    cand = lake.candidate(run_id) / "population_base.parquet"
+    cand.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), cand)
+    out = lake.report_dir(run_id, "shared")
+    out.mkdir(parents=True, exist_ok=True)
+    sr = SuiteResult(model="population_base", suite="shared.population_base", success=True,
+                     evaluated=5, failed=[], table=str(cand), row_count=len(rows))
+    gr = GateResult(layer="shared", run_id=run_id, success=True, suite_results={"population_base": sr},
+                    report_path=out / "report.html", docs_path=out / "docs" / "index.html",
+                    json_path=out / "validation.json", seconds=0.1)
+    return publish(lake, "population_base", cand, run_id=run_id, gate_result=gr, inputs=[], **kw)
+
+
+@pytest.fixture
+def pub_env(tmp_path, lake, monkeypatch):
+    dbt = S.write_dbt_dir(tmp_path)
+    monkeypatch.setattr(products, "load", lambda dbt_dir=None, files=None, _l=products.load: _l(dbt))
+    monkeypatch.setenv("GOVLAKE_GRANTS_FILE", str(S.write_grants(tmp_path)))
+    monkeypatch.setenv("GOVLAKE_TOKEN_KEY", KEY.hex())
+    return lake
+
+
+def test_publish_builds_listed_immutable_renditions_that_ensure_reuses(pub_env):
+    from govlake.publish import sha256_file
+
+    lake = pub_env
+    rows = S.people(300)
+    v = _publish(lake, rows)
+    m = lake.manifest("population_base", v)
+    meta = products.load()["population_base"]
+    roles = grants.load()
+    # ga_analyst reads everything in clear (the data file itself): no rendition for it
+    assert {tuple(r["roles"]) for r in m["renditions"]} == {("mz_analyst",), ("stats_public",)}
+    assert m["renditions_skipped"] == []
+    for entry in m["renditions"]:
+        path = lake.version_dir("population_base", v) / entry["path"]
+        assert sha256_file(path) == entry["sha256"] and entry["rows"] == 300
+        assert stat.S_IMODE(path.stat().st_mode) == 0o440
+        role = roles[entry["roles"][0]]
+        plan, internal = R.plan_for(role, meta, "population_base", list(rows[0]))
+        assert entry["id"] == R.rendition_id(plan, internal, masking.key_id(KEY))
+        assert read_rows(path) == expected(plan, rows, internal, KEY)
+        mtime = path.stat().st_mtime_ns
+        assert R.ensure(lake, "population_base", v, plan, internal, KEY) == path  # reused
+        assert path.stat().st_mtime_ns == mtime
+    assert not (stat.S_IMODE((path.parent).stat().st_mode) & 0o222)
+
+
+def test_publish_without_key_skips_token_renditions_and_ensure_builds_them_later(pub_env, monkeypatch):
+    lake = pub_env
+    monkeypatch.delenv("GOVLAKE_TOKEN_KEY")
+    monkeypatch.setenv("GOVLAKE_TOKEN_KEY_FILE", str(lake.root / "no-such.key"))
+    rows = S.people(50)
+    v = _publish(lake, rows)
+    m = lake.manifest("population_base", v)
+    assert [tuple(r["roles"]) for r in m["renditions"]] == [("stats_public",)]
+    assert [s["roles"] for s in m["renditions_skipped"]] == [["mz_analyst"]]
+    assert m["renditions_skipped"][0]["reason"] == "no join-token key"
+    # later, with the key, the sharing service builds it on demand
+    roles = grants.load()
+    plan, internal = R.plan_for(roles["mz_analyst"], products.load()["population_base"],
+                                "population_base", list(rows[0]))
+    path = R.ensure(lake, "population_base", v, plan, internal, KEY)
+    assert [r["id_number"] for r in read_rows(path)] == [masking.token("id_number", r["id_number"], KEY)
+                                                          for r in rows]
+
+
+def test_publish_renditions_off(pub_env):
+    lake = pub_env
+    v = _publish(lake, S.people(10), renditions=False)
+    assert "renditions" not in lake.manifest("population_base", v)
+    assert not (lake.version_dir("population_base", v) / "renditions").exists()
