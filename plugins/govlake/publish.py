@@ -174,8 +174,8 @@ def _build_renditions(lake: Lake, product: str, staging: Path, data_name: str,
     Returns the manifest keys ``renditions`` (built: id, path, sha256, rows, plan),
     ``renditions_skipped`` (token renditions when there is no join-token key: the sharing
     service builds them on demand with ``renditions.ensure``) and, when the grants or product
-    metadata cannot be read, ``renditions_error`` (nothing built; all on demand). A value the
-    SQL build cannot reproduce exactly (RenditionError) fails the publication."""
+    metadata cannot be read, ``renditions_error`` (nothing built; all on demand). A rendition
+    the SQL build cannot make exactly (RenditionError) is listed as skipped with the error."""
     from govlake import access_requests, grants, masking, products
     from govlake.sharing import renditions as rnd
 

@@ -415,3 +415,16 @@ def test_publish_renditions_off(pub_env):
     v = _publish(lake, S.people(10), renditions=False)
     assert "renditions" not in lake.manifest("population_base", v)
     assert not (lake.version_dir("population_base", v) / "renditions").exists()
+
+
+def test_publish_lists_a_rendition_it_cannot_make_exactly_as_skipped(pub_env):
+    lake = pub_env
+    rows = S.people(5)
+    rows[3]["phone"] = "138\u246012345678"  # ① : NFKC would make it a digit
+    v = _publish(lake, rows)
+    m = lake.manifest("population_base", v)
+    assert m["renditions"] == []  # both mz_analyst (L2) and stats_public (L1) mask the phone
+    assert sorted(r for s in m["renditions_skipped"] for r in s["roles"]) == ["mz_analyst", "stats_public"]
+    for skip in m["renditions_skipped"]:
+        assert "row 4" in skip["reason"] and "'phone'" in skip["reason"] and "U+2460" in skip["reason"]
+    assert lake.current_version("population_base") == v

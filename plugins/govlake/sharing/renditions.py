@@ -612,7 +612,9 @@ def ensure(lake, product: str, version: int, plan: Sequence[ColumnPlan], interna
 def build_for_publish(staging: Path, data_name: str, product: str, needs: Sequence[Need],
                       key: bytes | None) -> tuple[list[dict], list[dict]]:
     """Build every needed rendition into ``staging/renditions/`` (publish hook). Returns
-    (manifest entries, skipped entries). Without a key, token renditions are skipped."""
+    (manifest entries, skipped entries). Without a key, token renditions are skipped; a
+    rendition that cannot be built exactly (RenditionError) is skipped with its reason — the
+    gated data is still published, and ``ensure`` raises the same error to its readers."""
     kid = masking.key_id(key) if key is not None else None
     built, skipped = [], []
     rdir = staging / RENDITIONS_DIR
@@ -627,7 +629,12 @@ def build_for_publish(staging: Path, data_name: str, product: str, needs: Sequen
         if any(b["id"] == rid for b in built):
             continue
         dest = rdir / f"{rid}.parquet"
-        info = build(staging / data_name, dest, need.plan, need.internal, key)
+        try:
+            info = build(staging / data_name, dest, need.plan, need.internal, key)
+        except RenditionError as exc:  # e.g. a value outside the verified NFKC set
+            skipped.append({"id": rid, "roles": list(need.roles), "reason": str(exc),
+                            "plan": plan_doc(need.plan, need.internal, kid if need.tokens else None)})
+            continue
         built.append({"id": rid, "path": f"{RENDITIONS_DIR}/{dest.name}", "sha256": info["sha256"],
                       "bytes": info["bytes"], "rows": info["rows"], "roles": list(need.roles),
                       "plan": plan_doc(need.plan, need.internal, kid if need.tokens else None)})
