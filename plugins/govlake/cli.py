@@ -21,6 +21,8 @@ _COMMAND_MODULES = [
     "govlake.commands.audit",
     "govlake.commands.serve",
     "govlake.commands.clients",
+    "govlake.commands.accesses",
+    "govlake.commands.cluster",
 ]
 
 
