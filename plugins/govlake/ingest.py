@@ -20,6 +20,8 @@ import codecs
 import contextlib
 import csv
 import datetime as dt
+import errno
+import fnmatch
 import hashlib
 import io
 import itertools
@@ -30,12 +32,13 @@ import operator
 import os
 import re
 import shutil
+import stat
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Generator, Iterator
+from pathlib import Path, PosixPath
+from typing import Any, Generator, Iterable, Iterator
 
 import msgspec
 import numpy as np
@@ -45,8 +48,11 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from govlake import encoding as enc
+from govlake import metadata
 from govlake.ledger import Delivery, Ledger
 from govlake.metadata import Dataset
+from govlake.ops import clock
+from govlake.ops.landing import TOP_SCOPE, LandingAnomaly, record_scan as landing_record_scan
 from govlake.storage import Lake, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -96,6 +102,7 @@ class FileResult:
 class DatasetResult:
     dataset: str
     files: list[FileResult] = field(default_factory=list)
+    anomalies: list[LandingAnomaly] = field(default_factory=list)  # landing entries refused (not ingested)
 
     @property
     def ingested(self) -> list[FileResult]:
@@ -113,7 +120,8 @@ class DatasetResult:
             "problems": [
                 {"file": f.source_file, "reason": f.reason, "message": f.message}
                 for f in self.files if f.status == "quarantined"
-            ],
+            ] + [a.problem() for a in self.anomalies],
+            "landing_anomalies": len(self.anomalies),
         }
 
 
@@ -540,10 +548,12 @@ def _write_batches(batches: Iterator[pa.RecordBatch], out_dir: Path, columns: li
     return total
 
 
-def _quarantine_file(lake: Lake, ds: Dataset, path: Path, res: FileResult, batch_id: str, detail: dict) -> None:
+def _quarantine_file(lake: Lake, ds: Dataset, path: Path, res: FileResult, batch_id: str, detail: dict,
+                     src: Path | None = None) -> None:
+    """``src``: where to copy the bytes from (the file as opened, see ``_open_landing_file``)."""
     qdir = lake.quarantine_files(ds.dept, ds.name) / batch_id
     qdir.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(path, qdir / path.name)
+    shutil.copy2(src or path, qdir / path.name)
     atomic_write_text(qdir / "reason.json", json.dumps({
         "dept": ds.dept, "dataset": ds.name, "batch_id": batch_id, "source_file": res.source_file,
         "sha256": res.sha256, "reason": res.reason, "message": res.message,
@@ -551,31 +561,291 @@ def _quarantine_file(lake: Lake, ds: Dataset, path: Path, res: FileResult, batch
     }, ensure_ascii=False, indent=2) + "\n")
 
 
-def landing_files(lake: Lake, ds: Dataset, up_to: str | None = None) -> list[tuple[str, Path]]:
-    base = lake.landing(ds.dept, ds.name)
-    if not base.is_dir():
-        return []
-    out = []
-    for date_dir in sorted(p for p in base.iterdir() if p.is_dir()):
-        try:
-            dt.date.fromisoformat(date_dir.name)
-        except ValueError:
-            log.warning("%s: not a YYYY-MM-DD delivery folder, ignored", date_dir)
-            continue
-        if up_to and date_dir.name > up_to:
-            continue
-        for f in sorted(date_dir.glob(ds.file_pattern)):
-            if f.is_file() and not f.name.startswith("."):
-                out.append((date_dir.name, f))
+# --------------------------------------------------------------------------------- landing zone
+# Extraction never follows a symbolic link: every landing folder is opened relative to its parent
+# with O_NOFOLLOW (openat), listed through that descriptor without following links (scandir on a
+# fd, follow_symlinks=False), and a delivered file is opened the same way; its bytes are then read
+# through /proc/<pid>/fd/<fd> -- the very inode opened, whatever its path points at afterwards (a
+# file swapped for a symlink after listing is refused at the open, or read as the file it was).
+# Whatever is not ingested is reported as a landing anomaly (govlake.ops.landing).
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC  # O_NONBLOCK: a FIFO cannot block the open
+#: a folder dated after this many hours past UTC midnight's date is in the future everywhere on Earth
+_LATEST_UTC_OFFSET = dt.timedelta(hours=14)
+
+
+class LandingSymlink(OSError):
+    """A component of a landing path is a symbolic link: refused, nothing read through it."""
+
+    def __init__(self, rel: str, target: str | None):
+        super().__init__(errno.ELOOP, f"landing/{rel} is a symbolic link" + (f" (-> {target})" if target else ""))
+        self.rel, self.target = rel, target
+
+
+class _ReadPath(PosixPath):
+    """``/proc/<pid>/fd/<fd>`` of an opened landing file, named (``.name``) as the delivered file;
+    worker processes open the same path and so read the same inode."""
+    _logical_name: str | None = None
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self._logical_name if self._logical_name is not None else super().name
+
+
+def _readlink(name: str, dir_fd: int) -> str | None:
+    try:
+        return os.readlink(name, dir_fd=dir_fd)
+    except OSError:
+        return None
+
+
+def _open_component(name: str, dir_fd: int, rel: str, flags: int = _DIR_FLAGS) -> int:
+    """Open ``name`` in ``dir_fd`` without following a link; a symlink raises LandingSymlink."""
+    try:
+        return os.open(name, flags, dir_fd=dir_fd)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+            try:
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            except OSError:
+                raise e from None
+            if stat.S_ISLNK(st.st_mode):
+                raise LandingSymlink(rel, _readlink(name, dir_fd)) from None
+        raise
+
+
+@contextlib.contextmanager
+def _landing_dir(lake: Lake, *parts: str) -> Iterator[int]:
+    """A descriptor of ``landing/<parts...>``, each component opened in the previous one with
+    O_NOFOLLOW (the landing root itself is the lake's own folder)."""
+    fd = os.open(lake.landing_root, os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)
+    try:
+        for i, p in enumerate(parts):
+            nxt = _open_component(p, fd, "/".join(parts[: i + 1]))
+            os.close(fd)
+            fd = nxt
+        yield fd
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _open_landing_file(lake: Lake, ds: Dataset, delivery_date: str, name: str
+                       ) -> Iterator[tuple[_ReadPath, os.stat_result]]:
+    """Open ``landing/<dept>/<dataset>/<date>/<name>`` without following any link; yields the path
+    to read it through (its inode, not its name) and its fstat. A symlink anywhere raises
+    LandingSymlink; a file that is no longer a regular file raises FileNotFoundError."""
+    rel = f"{ds.dept}/{ds.name}/{delivery_date}/{name}"
+    with _landing_dir(lake, ds.dept, ds.name, delivery_date) as dfd:
+        fd = _open_component(name, dfd, rel, _FILE_FLAGS)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise FileNotFoundError(errno.ENOENT, f"landing/{rel} is not a regular file any more")
+        proc = Path(f"/proc/{os.getpid()}/fd")
+        if not proc.is_dir():
+            raise RuntimeError("extraction reads landing files through /proc/<pid>/fd (Linux procfs), "
+                               "which is not mounted")
+        src = _ReadPath(proc / str(fd))
+        src._logical_name = name
+        yield src, st
+    finally:
+        os.close(fd)
+
+
+def _anomaly(kind: str, rel: str, scope: str, message: str, **kw) -> LandingAnomaly:
+    return LandingAnomaly(path=rel, kind=kind, scope=scope, message=f"landing/{rel}: rule {kind}: {message}", **kw)
+
+
+def _symlink_anomaly(rel: str, scope: str, target: str | None, **kw) -> LandingAnomaly:
+    return _anomaly("landing.symlink", rel, scope,
+                    f"symbolic link{f' to {target}' if target else ''} refused: extraction never follows a link "
+                    f"and read nothing through it", link_target=target, **kw)
+
+
+def future_limit(up_to: str | None, now: dt.datetime | str | None = None) -> str:
+    """Delivery folders dated after this date are in the future: after the run's delivery date
+    (``up_to``) *and* after the date it is now anywhere on Earth (UTC+14, by ``ops.clock``). A run
+    for an earlier date (a backfill, a scheduler run whose logical date is the start of its
+    interval) leaves later real deliveries alone: it does not ingest them, the next run does."""
+    today = (clock.now(now) + _LATEST_UTC_OFFSET).date().isoformat()
+    return max(up_to, today) if up_to else today
+
+
+def scan_top(lake: Lake, declared: Iterable[Dataset]) -> list[LandingAnomaly]:
+    """Anomalies of the landing root and the department folders (scope ``""``): symlinks,
+    undeclared departments and datasets, misplaced files. Declared dataset folders are left to
+    ``scan_dataset``."""
+    declared = list(declared)
+    depts = {d.dept for d in declared}
+    names = {(d.dept, d.name) for d in declared}
+    scope = TOP_SCOPE
+    out: list[LandingAnomaly] = []
+    if not lake.landing_root.is_dir():
+        return out
+    with _landing_dir(lake) as root:
+        with os.scandir(root) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for e in entries:
+            if e.is_symlink():
+                out.append(_symlink_anomaly(e.name, scope, _readlink(e.name, root), dept=e.name))
+            elif e.name.startswith("."):
+                continue
+            elif e.is_file(follow_symlinks=False):
+                out.append(_anomaly("landing.misplaced_file", e.name, scope,
+                                    "a file directly in the landing zone (deliveries go to "
+                                    "landing/<dept>/<dataset>/<YYYY-MM-DD>/): not ingested"))
+            elif not e.is_dir(follow_symlinks=False):
+                continue
+            elif e.name not in depts:
+                out.append(_anomaly("landing.undeclared_department", e.name, scope,
+                                    f"folder of no declared department (declared: {sorted(depts)}): "
+                                    "nothing in it is ingested", dept=e.name))
+            else:
+                try:
+                    with _landing_dir(lake, e.name) as dfd:
+                        with os.scandir(dfd) as it:
+                            sub = sorted(it, key=lambda x: x.name)
+                        for s in sub:
+                            rel = f"{e.name}/{s.name}"
+                            if (e.name, s.name) in names or s.name.startswith(".") and not s.is_symlink():
+                                continue
+                            if s.is_symlink():
+                                out.append(_symlink_anomaly(rel, scope, _readlink(s.name, dfd), dept=e.name,
+                                                            dataset=s.name))
+                            elif s.is_file(follow_symlinks=False):
+                                out.append(_anomaly("landing.misplaced_file", rel, scope,
+                                                    "a file directly in a department folder (deliveries go to "
+                                                    "<dataset>/<YYYY-MM-DD>/): not ingested", dept=e.name))
+                            elif s.is_dir(follow_symlinks=False):
+                                declared_here = sorted(n for d, n in names if d == e.name)
+                                out.append(_anomaly("landing.undeclared_dataset", rel, scope,
+                                                    f"folder of no declared dataset of {e.name} (declared: "
+                                                    f"{declared_here}): nothing in it is ingested",
+                                                    dept=e.name, dataset=s.name))
+                except LandingSymlink as exc:  # swapped for a link since the listing
+                    out.append(_symlink_anomaly(exc.rel, scope, exc.target, dept=e.name))
+                except FileNotFoundError:
+                    continue
     return out
 
 
-def landing_sha256(ledger: Ledger, source_file: str, path: Path) -> str:
+@dataclass
+class LandingScan:
+    files: list[tuple[str, str]] = field(default_factory=list)  # (delivery date, file name) to ingest
+    anomalies: list[LandingAnomaly] = field(default_factory=list)  # the dataset's scope
+
+
+def scan_dataset(lake: Lake, ds: Dataset, up_to: str | None = None,
+                 now: dt.datetime | str | None = None) -> LandingScan:
+    """The delivered files of ``ds`` up to ``up_to`` (date folders in order, files by name) and
+    the anomalies of its folder (scope ``<dept>/<dataset>``), following no link."""
+    scope = f"{ds.dept}/{ds.name}"
+    limit = future_limit(up_to, now)
+    scan = LandingScan()
+    kw = {"dept": ds.dept, "dataset": ds.name}
+    try:
+        with _landing_dir(lake, ds.dept, ds.name) as base:
+            with os.scandir(base) as it:
+                entries = sorted(it, key=lambda e: e.name)
+            for e in entries:
+                rel = f"{scope}/{e.name}"
+                if e.is_symlink():
+                    scan.anomalies.append(_symlink_anomaly(rel, scope, _readlink(e.name, base), **kw))
+                    continue
+                if e.name.startswith("."):
+                    continue
+                if e.is_file(follow_symlinks=False):
+                    scan.anomalies.append(_anomaly("landing.misplaced_file", rel, scope,
+                                                   "a file outside any delivery folder (deliveries go to "
+                                                   "<YYYY-MM-DD>/): not ingested", **kw))
+                    continue
+                if not e.is_dir(follow_symlinks=False):
+                    continue
+                if not _DATE_RE.match(e.name) or not _is_date(e.name):
+                    scan.anomalies.append(_anomaly("landing.not_a_date", rel, scope,
+                                                   "delivery folder name is not a YYYY-MM-DD date: "
+                                                   "nothing in it is ingested", **kw))
+                    continue
+                if e.name > limit:
+                    scan.anomalies.append(_anomaly("landing.future_date", rel, scope,
+                                                   f"delivery folder dated in the future (after {limit}"
+                                                   f"{f', the run delivery date {up_to}' if up_to and up_to == limit else ''}"
+                                                   "): nothing in it is ingested", delivery_date=e.name, **kw))
+                    continue
+                if up_to and e.name > up_to:
+                    continue  # a later delivery: the run of its date ingests it
+                try:
+                    with _landing_dir(lake, ds.dept, ds.name, e.name) as dfd:
+                        with os.scandir(dfd) as it:
+                            files = sorted(it, key=lambda x: x.name)
+                        for f in files:
+                            if f.is_symlink():
+                                scan.anomalies.append(_symlink_anomaly(f"{rel}/{f.name}", scope,
+                                                                       _readlink(f.name, dfd),
+                                                                       delivery_date=e.name, **kw))
+                            elif (not f.name.startswith(".") and f.is_file(follow_symlinks=False)
+                                  and fnmatch.fnmatchcase(f.name, ds.file_pattern)):
+                                scan.files.append((e.name, f.name))
+                except LandingSymlink as exc:  # swapped for a link since the listing
+                    scan.anomalies.append(_symlink_anomaly(exc.rel, scope, exc.target, delivery_date=e.name, **kw))
+                except FileNotFoundError:
+                    continue
+    except LandingSymlink as exc:
+        if exc.rel == scope:  # the dataset folder itself (a linked department folder is scan_top's)
+            scan.anomalies.append(_symlink_anomaly(exc.rel, scope, exc.target, **kw))
+    except (FileNotFoundError, NotADirectoryError):
+        pass  # nothing delivered yet (or a file where the folder should be: scan_top does not see it)
+    return scan
+
+
+def _is_date(name: str) -> bool:
+    try:
+        dt.date.fromisoformat(name)
+        return True
+    except ValueError:
+        return False
+
+
+def landing_files(lake: Lake, ds: Dataset, up_to: str | None = None) -> list[tuple[str, Path]]:
+    """(delivery date, path) of every file ``scan_dataset`` would ingest (links never included)."""
+    return [(d, lake.landing(ds.dept, ds.name, d) / n) for d, n in scan_dataset(lake, ds, up_to).files]
+
+
+def _quarantine_anomaly(lake: Lake, a: LandingAnomaly) -> None:
+    """A symlink inside a declared dataset: its reason.json in the file quarantine (the link's
+    target text only: nothing is read through it). Written once per path."""
+    if a.kind != "landing.symlink" or not (a.dept and a.dataset):
+        return
+    qdir = lake.quarantine_files(a.dept, a.dataset) / f"landing-{hashlib.sha256(a.path.encode()).hexdigest()[:16]}"
+    a.quarantine_dir = str(qdir.relative_to(lake.root))
+    reason = qdir / "reason.json"
+    if reason.exists():
+        return
+    atomic_write_text(reason, json.dumps({
+        "dept": a.dept, "dataset": a.dataset, "batch_id": None, "source_file": a.path, "sha256": None,
+        "reason": a.kind, "rule": a.kind, "message": a.message, "link_target": a.link_target,
+        "delivery_date": a.delivery_date, "content_copied": False,
+        "quarantined_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+    }, ensure_ascii=False, indent=2) + "\n")
+
+
+def record_anomalies(lake: Lake, scope: str, found: list[LandingAnomaly], *, complete: bool = True) -> None:
+    for a in found:
+        _quarantine_anomaly(lake, a)
+    for a in landing_record_scan(lake, scope, found, complete=complete):
+        log.warning("landing anomaly: %s", a.message)
+
+
+def landing_sha256(ledger: Ledger, source_file: str, path: Path, st: os.stat_result | None = None) -> str:
     """The file's SHA-256: from the ledger's cache when the file is provably unchanged since it
     was last read (Ledger.cached_sha), else read and hashed now. Every run lists the whole
     landing history, so without the cache each extraction re-read every file ever delivered
-    (3.4 s a day at 10 M people after one day; growing with every day kept)."""
-    st = path.stat()
+    (3.4 s a day at 10 M people after one day; growing with every day kept). ``st``: the
+    opened file's fstat (``path`` then reads that very file)."""
+    st = st or path.stat()
     sha = ledger.cached_sha(source_file, st)
     if sha is None:
         started = time.time_ns()
@@ -585,8 +855,21 @@ def landing_sha256(ledger: Ledger, source_file: str, path: Path) -> str:
 
 
 def ingest_file(lake: Lake, ledger: Ledger, ds: Dataset, delivery_date: str, path: Path) -> FileResult:
+    """Ingest one landing file. It is opened without following a link (``_open_landing_file``):
+    a symlink raises LandingSymlink, a vanished file FileNotFoundError; nothing is read then."""
+    with _open_landing_file(lake, ds, delivery_date, path.name) as (src, st):
+        return _ingest_opened(lake, ledger, ds, delivery_date, path, src, st)
+
+
+def _ingest_opened(lake: Lake, ledger: Ledger, ds: Dataset, delivery_date: str, path: Path, src: Path,
+                   st: os.stat_result) -> FileResult:
+    """``path``: the landing path (names, lineage); ``src``: where its bytes are read from."""
     source_file = str(path.relative_to(lake.landing_root))
-    sha = landing_sha256(ledger, source_file, path)
+
+    def named(msg: str) -> str:
+        return msg.replace(str(src), source_file).replace(str(path), source_file)
+
+    sha = landing_sha256(ledger, source_file, src, st)
     seen = ledger.find_sha(ds.dept, ds.name, sha)
     if seen:
         if ledger.find_sha(ds.dept, ds.name, sha, delivery_date) is None:
@@ -594,7 +877,7 @@ def ingest_file(lake: Lake, ledger: Ledger, ds: Dataset, delivery_date: str, pat
             # the ledger records the delivery so freshness knows the department delivered
             ledger.record(Delivery(
                 batch_id=seen.batch_id, dept=ds.dept, dataset=ds.name, delivery_date=delivery_date,
-                file_name=path.name, source_file=source_file, sha256=sha, size_bytes=path.stat().st_size,
+                file_name=path.name, source_file=source_file, sha256=sha, size_bytes=st.st_size,
                 rows=0, status="duplicate", encoding=seen.encoding, reason=None,
                 message=f"identical to {seen.source_file} ({seen.status} as batch {seen.batch_id})",
                 supersedes=None, superseded_by=None,
@@ -614,17 +897,17 @@ def ingest_file(lake: Lake, ledger: Ledger, ds: Dataset, delivery_date: str, pat
     detail: dict = {}
 
     def extract(pool: Executor | None) -> None:
-        res.encoding = enc.detect_file(path, transcode_to=utf8, pool=pool, inflight=2 * _workers())
+        res.encoding = enc.detect_file(src, transcode_to=utf8, pool=pool, inflight=2 * _workers())
         if pool is not None and ds.format != "jsonl":
             pool.shutdown()  # the CSV is parsed by pyarrow in this process: free the workers now
         data = utf8 if res.encoding != "utf-8-sig" else None
         if ds.format == "csv":
-            header = _csv_header(path, res.encoding, data)
+            header = _csv_header(src, res.encoding, data)
             check_contract(ds, header, source_file)
-            batches = iter_csv(path, res.encoding, header, data)
+            batches = iter_csv(src, res.encoding, header, data)
         elif ds.format == "jsonl":
-            jsonl_missing_columns(ds, path, res.encoding, source_file, data)
-            batches = iter_jsonl(path, res.encoding, ds.column_names, source_file, data, pool=pool,
+            jsonl_missing_columns(ds, src, res.encoding, source_file, data)
+            batches = iter_jsonl(src, res.encoding, ds.column_names, source_file, data, pool=pool,
                                  parts=f"{utf8}.jsonl-part")
         else:
             raise ParseError("format.unsupported", f"{source_file}: rule format.unsupported: format {ds.format!r}")
@@ -633,7 +916,7 @@ def ingest_file(lake: Lake, ledger: Ledger, ds: Dataset, delivery_date: str, pat
 
     try:
         try:
-            with _worker_pool(path) as pool:
+            with _worker_pool(src) as pool:
                 extract(pool)
         except BrokenProcessPool as e:  # a worker died (or could not start): redo it in this process
             log.warning("%s: worker processes failed (%s); extracting it sequentially", source_file, e)
@@ -646,10 +929,10 @@ def ingest_file(lake: Lake, ledger: Ledger, ds: Dataset, delivery_date: str, pat
                              row=1)
     except enc.UndecodableError as e:
         res.status, res.reason = "quarantined", "encoding.undecodable"
-        res.message = str(e).replace(str(path), source_file)
+        res.message = named(str(e))
         detail = {"row": e.line, "byte_offset": e.byte_offset, "rule": res.reason}
     except (ContractError, ParseError) as e:
-        res.status, res.reason, res.message = "quarantined", e.rule, str(e).replace(str(path), source_file)
+        res.status, res.reason, res.message = "quarantined", e.rule, named(str(e))
         detail = {"row": e.row, "rule": e.rule, "columns": getattr(e, "columns", [])}
     finally:
         utf8.unlink(missing_ok=True)
@@ -659,14 +942,14 @@ def ingest_file(lake: Lake, ledger: Ledger, ds: Dataset, delivery_date: str, pat
         shutil.rmtree(tmp_dir, ignore_errors=True)
         res.rows = 0
         res.supersedes = None
-        _quarantine_file(lake, ds, path, res, batch_id, detail)
+        _quarantine_file(lake, ds, path, res, batch_id, detail, src=src)
         log.warning("quarantined %s: %s", source_file, res.message)
     else:
         shutil.rmtree(final_dir, ignore_errors=True)  # a crashed earlier attempt left it unrecorded
         os.replace(tmp_dir, final_dir)
     ledger.record(Delivery(
         batch_id=batch_id, dept=ds.dept, dataset=ds.name, delivery_date=delivery_date, file_name=path.name,
-        source_file=source_file, sha256=sha, size_bytes=path.stat().st_size,
+        source_file=source_file, sha256=sha, size_bytes=st.st_size,
         rows=res.rows if res.status == "ingested" else None, status=res.status, encoding=res.encoding,
         reason=res.reason, message=res.message, supersedes=res.supersedes, superseded_by=None,
         ingested_at=now.isoformat(),
@@ -674,13 +957,50 @@ def ingest_file(lake: Lake, ledger: Ledger, ds: Dataset, delivery_date: str, pat
     return res
 
 
+def _owned_top_anomalies(ds: Dataset, declared: list[Dataset], top: list[LandingAnomaly]) -> list[LandingAnomaly]:
+    """The top-scope anomalies this dataset's summary lists, so that a run prints each once:
+    a department folder's to the department's first declared dataset, the root's to the first
+    declared dataset of all."""
+    first = min(declared, key=lambda d: d.id)
+    first_of = {}
+    for d in sorted(declared, key=lambda d: d.id):
+        first_of.setdefault(d.dept, d)
+    out = []
+    for a in top:
+        owner = first_of.get(a.dept) if "/" in a.path else first
+        if owner is not None and owner.id == ds.id:
+            out.append(a)
+    return out
+
+
 def extract_dataset(ds: Dataset, lake: Lake | None = None, up_to: str | None = None) -> DatasetResult:
-    """Ingest every new delivery of one dataset. Never raises for a bad file: it is quarantined."""
+    """Ingest every new delivery of one dataset. Never raises for a bad file: it is quarantined;
+    a landing anomaly (symlink, undeclared folder, non-date or future folder) is recorded and
+    listed in the summary, and nothing is read from it."""
     lake = (lake or Lake.default()).ensure()
     ledger = Ledger(lake)
     result = DatasetResult(ds.id)
-    for delivery_date, path in landing_files(lake, ds, up_to):
-        r = ingest_file(lake, ledger, ds, delivery_date, path)
+    declared = list(metadata.datasets())
+    if all(d.id != ds.id for d in declared):
+        declared.append(ds)
+    top = scan_top(lake, declared)
+    record_anomalies(lake, TOP_SCOPE, top)
+    scan = scan_dataset(lake, ds, up_to)
+    record_anomalies(lake, f"{ds.dept}/{ds.name}", scan.anomalies)
+    result.anomalies = _owned_top_anomalies(ds, declared, top) + scan.anomalies
+    for delivery_date, name in scan.files:
+        path = lake.landing(ds.dept, ds.name, delivery_date) / name
+        try:
+            r = ingest_file(lake, ledger, ds, delivery_date, path)
+        except LandingSymlink as exc:  # swapped for a link after the listing: refused at the open
+            a = _symlink_anomaly(exc.rel, f"{ds.dept}/{ds.name}", exc.target, dept=ds.dept, dataset=ds.name,
+                                 delivery_date=delivery_date)
+            record_anomalies(lake, a.scope, [a], complete=False)
+            result.anomalies.append(a)
+            continue
+        except FileNotFoundError as exc:
+            log.warning("%s: gone since the landing zone was listed, not ingested (%s)", path, exc)
+            continue
         log.info("%s %s: %s rows=%s %s", ds.id, r.source_file, r.status, r.rows, r.message or "")
         result.files.append(r)
     ledger.export()

@@ -105,6 +105,11 @@ class Lake:
         return self.meta_root / "access.sqlite"
 
     @property
+    def landing_anomalies_db(self) -> Path:
+        """Landing folders/files refused by extraction (govlake.ops.landing)."""
+        return self.meta_root / "landing_anomalies.sqlite"
+
+    @property
     def ledger_export(self) -> Path:
         return self.raw_root / "_ledger.parquet"
 
