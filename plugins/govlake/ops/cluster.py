@@ -240,10 +240,20 @@ def cluster_env(cluster: Cluster, process: str | None = None) -> dict[str, str]:
         "AIRFLOW__WEBSERVER__WARN_DEPLOYMENT_EXPOSURE": "False",
         "_PIP_ADDITIONAL_REQUIREMENTS": "",
     })
+    # task instances and jobs record "<process>@<host>": two workers on one host stay distinguishable
+    env["AIRFLOW__CORE__HOSTNAME_CALLABLE"] = "govlake.ops.cluster.node_hostname"
+    if process:
+        env["GOVLAKE_CLUSTER_NODE"] = process
     if process in WORKERS:
         env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] = str(p[f"{process}_logs"])
-        env["HOSTNAME"] = process
     return env
+
+
+def node_hostname() -> str:
+    """Airflow's ``[core] hostname_callable`` in the cluster: ``worker1@<fqdn>`` etc."""
+    node = os.environ.get("GOVLAKE_CLUSTER_NODE")
+    fqdn = socket.getfqdn()
+    return f"{node}@{fqdn}" if node else fqdn
 
 
 # ----------------------------------------------------------------------------- processes
