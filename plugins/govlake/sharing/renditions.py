@@ -494,7 +494,7 @@ def build(src_parquet: Path, dest_parquet: Path, plan: Sequence[ColumnPlan], int
         ipad, opad = _pads(key) if key is not None else (b"", b"")
         con.execute("INSERT INTO __k VALUES (?, ?)", [ipad, opad])
         sql = (f"COPY ({select_sql(ordered, internal, src)}) TO {lit(str(tmp))} "
-               f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_SIZE})")
+               f"(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, ROW_GROUP_SIZE {ROW_GROUP_SIZE})")
         try:
             con.execute(sql)
         except duckdb.Error as exc:
