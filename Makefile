@@ -8,7 +8,7 @@ PEOPLE ?= 2000
 # the demo delivers today's data, so its first screen (govlake status) is green on the day it runs
 DATE ?= $(shell date +%F)
 
-.PHONY: venv demo test test-all airflow clean lint
+.PHONY: venv demo test test-all airflow clean lint cluster cluster-down
 
 venv: $(STAMP)
 
@@ -33,6 +33,13 @@ airflow: venv
 	@export PATH="$(abspath $(BIN)):$$PATH" && eval "$$($(BIN)/govlake env)" && $(BIN)/govlake airflow-init && \
 	  echo ">> Airflow UI on http://localhost:8080 — login: admin, password in $$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated" && \
 	  $(BIN)/airflow standalone
+
+# the docker-compose deployment as local processes (postgres, redis, CeleryExecutor airflow); docs/deployment.md
+cluster: venv
+	@eval "$$($(BIN)/govlake env)" && $(BIN)/govlake cluster up && $(BIN)/govlake cluster status
+
+cluster-down: venv
+	@eval "$$($(BIN)/govlake env)" && $(BIN)/govlake cluster down
 
 clean:
 	rm -rf .work lake dbt_project/target dbt_project/logs
