@@ -12,6 +12,10 @@ Problems live in a registry (SQLite, ``<lake>/_meta/alerts.sqlite``) keyed by wh
 ``failing_feed:<dept>.<dataset>``   the feed's latest delivery was quarantined
 ``quarantine_rate:<dept>.<dataset>``  share of quarantined rows in the feed's latest batch (from
                                     the run that standardized it) > threshold
+``landing_anomaly:<landing path>``  extraction refused a landing entry (a symlink, a folder of an
+                                    undeclared department or dataset, a folder named not as a
+                                    date or dated in the future: ``govlake.ops.landing``);
+                                    closed when a later extraction no longer finds it
 ==================================  =====================================================
 
 ``open`` on an already-open key only updates ``last_seen_at``: no second alert. ``evaluate``
@@ -47,9 +51,9 @@ from govlake.storage import Lake
 
 log = logging.getLogger(__name__)
 
-KINDS = ("task_failed", "gate_failed", "late_feed", "failing_feed", "quarantine_rate")
+KINDS = ("task_failed", "gate_failed", "late_feed", "failing_feed", "quarantine_rate", "landing_anomaly")
 #: the kinds ``evaluate`` recomputes (and therefore may close); task failures close on success
-EVALUATED_KINDS = ("gate_failed", "late_feed", "failing_feed", "quarantine_rate")
+EVALUATED_KINDS = ("gate_failed", "late_feed", "failing_feed", "quarantine_rate", "landing_anomaly")
 TRANSFORM_DAG_ID = "transform_shared"
 
 DEFAULT_CONFIG: dict[str, Any] = {
@@ -320,7 +324,8 @@ class Registry:
 # ---- what is wrong now -----------------------------------------------------------------------
 def current_problems(lake: Lake, now: dt.datetime | str | None = None, cfg: dict | None = None,
                      connectivity: ops.Connectivity | None = None) -> list[Problem]:
-    """Late/never-delivered and failing feeds, failed gates, quarantine rates over the threshold."""
+    """Late/never-delivered and failing feeds, failed gates, quarantine rates over the threshold,
+    landing anomalies (one problem per landing path)."""
     cfg = cfg if cfg is not None else load_config()
     c = connectivity or ops.compute(lake, now)
     threshold = cfg["quarantine_rate_threshold"]
@@ -343,7 +348,19 @@ def current_problems(lake: Lake, now: dt.datetime | str | None = None, cfg: dict
         out.append(gate_problem(g.layer, g.model, f"gate {g.layer}/{g.model} (suite {g.suite}) failed in run "
                                                   f"{g.run_id}: {g.reason}",
                                 dag_id=g.dag_id, task_id=g.task_id, dataset=feed or g.model))
+    for a in c.landing_anomalies:
+        out.append(landing_problem(a))
     return out
+
+
+def landing_problem(a: ops.LandingAnomaly) -> Problem:
+    """The alert of a landing anomaly: keyed by its path, on the extraction DAG of its department."""
+    in_dataset = bool(a.scope)  # inside a declared dataset's folder: its extract task found it
+    in_dept = in_dataset or "/" in a.path  # inside a declared department's folder
+    dag_id = f"extract_{a.dept}" if in_dept and a.dept else None
+    task_id = f"extract_{a.dataset}" if in_dataset else None
+    return Problem(f"landing_anomaly:{a.path}", "landing_anomaly", dag_id, task_id, a.feed or f"landing/{a.path}",
+                   ops._one_line(a.message, 300))
 
 
 def gate_problem(layer: str, model: str, reason: str, *, dag_id: str | None = None, task_id: str | None = None,

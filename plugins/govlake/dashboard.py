@@ -4,8 +4,8 @@ offline catalog site (linked both ways with ``index.html``).
 Everything on it comes from :func:`govlake.ops.compute` (the same figures as ``govlake
 status`` and the ``department_connectivity`` product): the 互联互通率, per-department state
 (on time / late / failing / never delivered) with last delivery and last publish, per-feed
-freshness, the latest failed gate, and a chart of quarantined rows per feed over the last
-transform runs. The chart is hand-made inline SVG (no JavaScript, no external resource), so
+freshness, the latest failed gate, the landing anomalies extraction refused (``ops.landing``),
+and a chart of quarantined rows per feed over the last transform runs. The chart is hand-made inline SVG (no JavaScript, no external resource), so
 the page works offline and prints.
 """
 
@@ -27,6 +27,9 @@ STATE_EN = {"on_time": "on time", "late": "late", "failing": "failing", "never_d
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
            "#7f7f7f", "#bcbd22")
 CYCLE_CN = {"hourly": "每小时", "daily": "每日", "weekly": "每周", "monthly": "每月"}
+ANOMALY_CN = {"landing.symlink": "符号链接（拒绝读取）", "landing.undeclared_department": "未登记部门",
+              "landing.undeclared_dataset": "未登记数据项", "landing.not_a_date": "目录名不是日期",
+              "landing.future_date": "未来日期", "landing.misplaced_file": "文件位置错误"}
 
 
 def _fmt(d: dt.datetime | None) -> str:
@@ -141,6 +144,11 @@ def collect(lake: Lake, now: dt.datetime | str | None = None, **compute_kwargs) 
                               "open": any((f.layer, f.model) == (g.layer, g.model) for f in c.failing_gates)}
                              if g else None),
         "chart": quarantine_chart(c.feeds),
+        "landing_anomalies": [{"path": f"landing/{a.path}", "kind": a.kind, "label": ANOMALY_CN.get(a.kind, a.kind),
+                               "feed": a.feed, "message": a.message, "link_target": a.link_target,
+                               "quarantine_dir": a.quarantine_dir, "first_seen_at": _fmt(ops.parse_ts(a.first_seen_at)),
+                               "last_seen_at": _fmt(ops.parse_ts(a.last_seen_at))}
+                              for a in c.landing_anomalies],
     }
 
 

@@ -9,7 +9,9 @@ import sys
 EXIT_HELP = """exit codes:
   0  every feed of every registered department is on time and no gate is failing
   1  something needs attention: a feed is late, failing (latest delivery quarantined or its
-     staging gate failed) or never delivered, or the latest gate of some model failed
+     staging gate failed) or never delivered, the latest gate of some model failed, or the
+     landing zone holds an anomaly extraction refused (a symlink, a folder of an undeclared
+     department or dataset, a folder not named YYYY-MM-DD or dated in the future)
   2  usage error (bad option or --now value)
 """
 
@@ -19,7 +21,8 @@ _STYLE = {"on_time": "green", "late": "yellow", "failing": "bold red", "never_de
 def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser(
         "status",
-        help="per-department freshness, 互联互通率 and failed gates; exit 1 when anything needs attention",
+        help="per-department freshness, 互联互通率, failed gates and landing anomalies; exit 1 when anything "
+             "needs attention",
         description="Freshness of every registered feed (on time / late / failing / never delivered), "
                     "the last delivery and last publish per department, the platform 互联互通率 "
                     "(departments whose every feed is on time / registered departments) and the most "
@@ -85,6 +88,14 @@ def _status(args: argparse.Namespace) -> int:
     for f in c.failing_gates:
         if f is not g:
             console.print(f"  still failing: {f.layer}/{f.model} run {f.run_id}: {f.reason}")
+    if c.landing_anomalies:
+        console.print(f"[bold red]landing anomalies[/] ({len(c.landing_anomalies)}, nothing ingested from them):")
+        for a in c.landing_anomalies:
+            where = f" — reason.json in {a.quarantine_dir}" if a.quarantine_dir else ""
+            console.print(f"  {a.kind} landing/{a.path} (since {_fmt_time(ops.parse_ts(a.first_seen_at))}): "
+                          f"{a.message}{where}", soft_wrap=True, markup=False)
+    else:
+        console.print("landing anomalies: none")
     console.print("[green]all feeds on time, no gate failing[/]" if rc == 0 else
                   "[bold red]attention needed[/] (exit 1)")
     return rc

@@ -6,6 +6,7 @@ One duty per module:
 ``gate_history``  ``<lake>/_meta/gate_history.jsonl`` (``record_gate_result[s]``, ``gate_history``);
 ``lineage``       which product is built from which feed — the publication manifests' ``inputs``;
 ``quarantine``    row quarantine per transform run, and per feed of its latest batch;
+``landing``       landing anomalies extraction refused (symlinks, undeclared, non-date, future folders);
 ``freshness``     feed state, freshness and 互联互通率: ``compute(lake, now)``;
 ``tasks``         the ``department_connectivity`` table and the ``ops_monitor`` task bodies.
 
@@ -25,6 +26,7 @@ from govlake.ops.freshness import (DEFAULT_GATE_RUNS, STATE_LABELS, STATES, Conn
                                    _one_line, compute, freshness_reference)
 from govlake.ops.gate_history import (GateRecord, dataset_of_model, gate_history, gate_history_path, latest_gates,
                                       record_gate_result, record_gate_results, staging_model)
+from govlake.ops.landing import LandingAnomaly, landing_anomalies
 from govlake.ops.lineage import DESCRIBES_FEEDS, PRODUCT, Publish, product_lineage, publishes
 from govlake.ops.quarantine import (DEFAULT_QUARANTINE_RUNS, QUARANTINE_FILE, BatchQuarantine, QuarantineRun,
                                     batch_quarantine, quarantine_history, quarantine_runs)
@@ -36,10 +38,10 @@ from govlake.storage import Lake
 __all__ = [
     "CONNECTIVITY_SCHEMA", "DEFAULT_GATE_RUNS", "DEFAULT_QUARANTINE_RUNS", "DESCRIBES_FEEDS", "NOW_ENV",
     "PARQUET_NAME", "PRODUCT", "QUARANTINE_FILE", "STATES", "STATE_LABELS", "UTC", "BatchQuarantine",
-    "Connectivity", "DeptStatus", "FeedStatus", "GateRecord", "Lake", "Publish", "QuarantineRun",
+    "Connectivity", "DeptStatus", "FeedStatus", "GateRecord", "Lake", "LandingAnomaly", "Publish", "QuarantineRun",
     "batch_quarantine", "build_connectivity_parquet", "build_connectivity_task", "candidate_path",
     "compute", "connectivity_inputs", "connectivity_table", "dataset_of_model", "freshness_reference",
-    "gate_history", "gate_history_path", "latest_gates", "now", "now_from_context", "parse_ts",
+    "gate_history", "gate_history_path", "landing_anomalies", "latest_gates", "now", "now_from_context", "parse_ts",
     "product_lineage", "publish_connectivity_task", "publishes", "quarantine_history", "quarantine_runs",
     "record_gate_result", "record_gate_results", "staging_model", "suite_path", "utcnow",
 ]

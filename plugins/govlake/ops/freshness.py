@@ -18,6 +18,9 @@ early (or is dated in the future) is measured from its arrival. Deliveries inges
 ``now`` are ignored (as-of semantics).
 
 互联互通率 = departments whose every feed is ``on_time`` / registered departments.
+
+``Connectivity.landing_anomalies``: the landing anomalies open at ``now`` (``ops.landing``); any
+makes the platform not ``healthy`` (``govlake status`` exits 1) without changing feed states.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from govlake import metadata
 from govlake.ledger import Delivery, Ledger
 from govlake.ops.clock import UTC, _iso, now as clock_now, parse_ts
 from govlake.ops.gate_history import GateRecord, gate_history, latest_gates, staging_model
+from govlake.ops.landing import LandingAnomaly, landing_anomalies
 from govlake.ops.lineage import product_lineage, publishes
 from govlake.ops.quarantine import DEFAULT_QUARANTINE_RUNS, _quarantine_stats, batch_quarantine, quarantine_runs
 from govlake.storage import Lake
@@ -122,6 +126,8 @@ class Connectivity:
     departments: list[DeptStatus]
     failing_gates: list[GateRecord]  # (layer, model) whose latest gate failed
     last_failed_gate: GateRecord | None  # most recent failed gate record, resolved or not
+    #: landing entries extraction refused (symlinks, undeclared/non-date/future folders), open at ``now``
+    landing_anomalies: list[LandingAnomaly] = field(default_factory=list)
 
     @property
     def registered_departments(self) -> int:
@@ -138,7 +144,7 @@ class Connectivity:
 
     @property
     def healthy(self) -> bool:
-        return all(f.state == "on_time" for f in self.feeds) and not self.failing_gates
+        return all(f.state == "on_time" for f in self.feeds) and not self.failing_gates and not self.landing_anomalies
 
     def to_dict(self) -> dict:
         def feed(f: FeedStatus) -> dict:
@@ -166,6 +172,7 @@ class Connectivity:
             ],
             "failing_gates": [asdict(g) for g in self.failing_gates],
             "last_failed_gate": asdict(self.last_failed_gate) if self.last_failed_gate else None,
+            "landing_anomalies": [a.to_dict() for a in self.landing_anomalies],
         }
 
 
@@ -281,7 +288,7 @@ def compute(lake: Lake, now: dt.datetime | str | None = None, *,
     failing = sorted((g for g in latest.values() if not g.success), key=lambda g: g.at)
     last_failed = max((g for g in gates if not g.success), key=lambda g: g.at, default=None)
     return Connectivity(now=now, feeds=feeds, departments=departments, failing_gates=failing,
-                        last_failed_gate=last_failed)
+                        last_failed_gate=last_failed, landing_anomalies=landing_anomalies(lake, now))
 
 
 def _one_line(text: str | None, limit: int = 200) -> str:
