@@ -3,10 +3,11 @@
 Suites are reviewed JSON files, one per model: ``expectations/<layer>/<model>.json`` (GX 1.x
 ``ExpectationSuite`` JSON). ``validate`` runs every model of a layer through GX's SQL
 execution engine on an in-memory DuckDB that reads the candidate Parquet file directly (no
-pandas frame: memory stays flat as tables grow), writes GX Data Docs (made offline: no CDN
-links) plus a small self-contained summary report under ``<lake>/reports/<run_id>/<layer>/``,
-and returns a ``GateResult``. ``check``/``GateResult.raise_for_failure`` raise ``GateFailed``
-naming model, suite and every failed expectation.
+pandas frame: memory stays flat as tables grow), writes GX Data Docs (made to work offline:
+the CDN assets GX's pages load are replaced by copies vendored in ``static/gx/``) plus a
+small self-contained summary report under ``<lake>/reports/<run_id>/<layer>/``, and returns
+a ``GateResult``. ``check``/``GateResult.raise_for_failure`` raise ``GateFailed`` naming
+model, suite and every failed expectation.
 
 See docs/adr/0003-gx-on-duckdb.md for why GX runs on DuckDB through ``govlake.gx_duckdb``.
 """
@@ -19,6 +20,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -345,52 +347,130 @@ def _jsonable(v: Any) -> Any:
 
 
 # ---- offline Data Docs ------------------------------------------------------------------------
+#: vendored copies of the assets GX's page templates load from CDNs (npm packages; exact
+#: versions, licences and sha256 in static/gx/MANIFEST.json), copied into each site's
+#: static/vendor/ so the pages work from file:// with no network
+VENDOR_DIR = Path(__file__).parent / "static" / "gx"
+_SITE_VENDOR = ("static", "vendor")
+#: every remote asset URL that GX 1.x's templates (render/view/templates) write -> vendored file.
+#: A GX upgrade that changes one is caught by tests/integration/test_data_docs_browser.py.
+GX_ASSETS = {
+    "https://code.jquery.com/jquery-3.7.1.min.js": "jquery/jquery.min.js",
+    "https://cdnjs.cloudflare.com/ajax/libs/popper.js/1.12.9/umd/popper.min.js": "popper.js/popper.min.js",
+    "https://maxcdn.bootstrapcdn.com/bootstrap/4.3.1/css/bootstrap.min.css": "bootstrap/css/bootstrap.min.css",
+    "https://stackpath.bootstrapcdn.com/bootstrap/4.3.1/js/bootstrap.min.js": "bootstrap/js/bootstrap.min.js",
+    "https://unpkg.com/bootstrap-table@1.19.1/dist/bootstrap-table.min.css": "bootstrap-table/bootstrap-table.min.css",
+    "https://unpkg.com/bootstrap-table@1.19.1/dist/bootstrap-table.min.js": "bootstrap-table/bootstrap-table.min.js",
+    "https://unpkg.com/bootstrap-table@1.19.1/dist/extensions/filter-control/bootstrap-table-filter-control.min.js":
+        "bootstrap-table/extensions/filter-control/bootstrap-table-filter-control.min.js",
+    # GX asks for the filter-control stylesheet of 1.19.0; 1.19.1's is vendored (same rules)
+    "https://unpkg.com/bootstrap-table@1.19.0/dist/extensions/filter-control/bootstrap-table-filter-control.min.css":
+        "bootstrap-table/extensions/filter-control/bootstrap-table-filter-control.min.css",
+    "https://unpkg.com/bootstrap-table@1.19.0/dist/extensions/filter-control/bootstrap-table-filter-control.css":
+        "bootstrap-table/extensions/filter-control/bootstrap-table-filter-control.css",
+    "https://cdnjs.cloudflare.com/ajax/libs/bootstrap-datepicker/1.9.0/css/bootstrap-datepicker.min.css":
+        "bootstrap-datepicker/css/bootstrap-datepicker.min.css",
+    "https://cdnjs.cloudflare.com/ajax/libs/bootstrap-datepicker/1.9.0/js/bootstrap-datepicker.min.js":
+        "bootstrap-datepicker/js/bootstrap-datepicker.min.js",
+    "https://cdn.jsdelivr.net/npm/@forevolve/bootstrap-dark@1.1.0/dist/css/bootstrap-prefers-dark.css":
+        "bootstrap-dark/css/bootstrap-prefers-dark.min.css",
+    "https://cdnjs.cloudflare.com/ajax/libs/font-awesome/6.6.0/css/all.min.css": "fontawesome-free/css/all.min.css",
+    "https://cdn.jsdelivr.net/npm/vega@5": "vega/vega.min.js",
+    "https://cdn.jsdelivr.net/npm/vega-lite@5": "vega-lite/vega-lite.min.js",
+    "https://cdn.jsdelivr.net/npm/vega-embed@6": "vega-embed/vega-embed.min.js",
+}
+#: GX's logos come from S3; those GX also ships are in the site's own static/images
+_GX_S3 = "https://great-expectations-web-assets.s3.us-east-2.amazonaws.com/"
+
 _REMOTE = r"""(?:https?:)?//"""
-_REMOTE_TAGS = [
-    # <script src="https://..."></script>
-    re.compile(r"""<script\b[^>]*\bsrc\s*=\s*["']""" + _REMOTE + r"""[^"']*["'][^>]*>\s*</script>""", re.I),
-    # <link ... href="https://..."> (stylesheets, fonts, icons)
-    re.compile(r"""<link\b[^>]*\bhref\s*=\s*["']""" + _REMOTE + r"""[^"']*["'][^>]*/?>""", re.I),
-    # <img src="https://..."> (GX logo from S3)
-    re.compile(r"""<img\b[^>]*\bsrc\s*=\s*["']""" + _REMOTE + r"""[^"']*["'][^>]*/?>""", re.I),
-]
-_REMOTE_CSS = re.compile(r"""(@import\s+)?url\(\s*["']?""" + _REMOTE + r"""[^)]*\)\s*;?""", re.I)
+#: <script src=...></script> (with its closing tag), <link href=...>, <img src=...>
+_ASSET_TAG = re.compile(
+    r"""<(?P<tag>script|link|img)\b[^>]*?(?<![\w-])(?:src|href)\s*=\s*(?P<q>["'])(?P<url>[^"']*)(?P=q)"""
+    r"""[^>]*>(?P<close>\s*</script>)?""", re.I)
+_SRI = re.compile(r"""\s+(?:integrity|crossorigin)(?:\s*=\s*(["'])[^"']*\1)?""", re.I)
+_CSS_URL = re.compile(r"""url\(\s*(["']?)(?P<url>""" + _REMOTE + r"""[^"')]*)\1\s*\)""", re.I)
+#: a reference to the site's own static/ files (GX writes one level too few for validation pages)
+_SITE_STATIC = re.compile(r"""^(?:\./|(?:\.\./)+)static/(?!vendor/)(?P<path>[^?#]+)(?P<tail>[?#].*)?$""")
 #: finds any remaining remote *asset* reference (used by tests and by make_offline's check)
 REMOTE_ASSET_RE = re.compile(
     r"""<(?:script|img|iframe|source|video|audio|embed)\b[^>]*\bsrc\s*=\s*["']""" + _REMOTE
     + r"""|<link\b[^>]*\bhref\s*=\s*["']""" + _REMOTE + r"""|url\(\s*["']?""" + _REMOTE, re.I)
 
-_OFFLINE_CSS = """<style id="govlake-offline">
-/* govlake: GX Data Docs made offline (CDN bootstrap/jquery/vega removed). */
-body{font-family:system-ui,-apple-system,"Noto Sans CJK SC","Microsoft YaHei",sans-serif;margin:0 1.5rem;color:#222}
-table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ccc;padding:.25rem .5rem;vertical-align:top}
-.collapse:not(.show){display:block}.d-none{display:none}.text-danger{color:#b00}.text-success{color:#070}
-.card{border:1px solid #ddd;margin:.75rem 0;padding:.5rem}nav,.navbar{padding:.5rem 0;border-bottom:1px solid #ddd}
-code,pre{background:#f5f5f5}.badge{padding:0 .3rem;border:1px solid #aaa;border-radius:3px}
-</style>"""
+
+def _local(url: str, page_dir: Path, docs_dir: Path) -> str | None:
+    """Relative path from ``page_dir`` to the local copy of remote asset ``url``, or None."""
+    if url in GX_ASSETS:
+        target = docs_dir.joinpath(*_SITE_VENDOR, GX_ASSETS[url])
+    elif url.startswith(_GX_S3):
+        target = docs_dir / "static" / "images" / url[len(_GX_S3):].split("?")[0]
+        if not target.is_file():
+            return None
+    else:
+        return None
+    return Path(os.path.relpath(target, page_dir)).as_posix()
 
 
-def offline_html(text: str) -> str:
-    for rx in _REMOTE_TAGS:
-        text = rx.sub("", text)
-    text = _REMOTE_CSS.sub("", text)
-    if 'id="govlake-offline"' not in text:
-        text = re.sub(r"</head>", _OFFLINE_CSS + "\n</head>", text, count=1, flags=re.I)
-    return text
+def _css_urls(text: str, page_dir: Path, docs_dir: Path, unknown: set[str]) -> str:
+    def sub(m: re.Match) -> str:
+        local = _local(m["url"], page_dir, docs_dir)
+        if local is None:
+            unknown.add(m["url"])
+            return "none"
+        return f"url('{local}')"
+
+    return _CSS_URL.sub(sub, text)
+
+
+def offline_html(text: str, page: Path, docs_dir: Path, unknown: set[str] | None = None) -> str:
+    """Point every CDN/S3 asset of GX page ``page`` at its local copy under ``docs_dir``; drop a
+    remote asset that has none (its URL is added to ``unknown``). ``integrity``/``crossorigin``
+    are dropped from rewritten tags: a ``file://`` page cannot make the CORS request they imply
+    (the vendored bytes are those GX's SRI hashes pin: the browser test checks it). GX's own
+    ``static/`` references are recomputed (it writes a wrong depth on validation pages)."""
+    unknown = set() if unknown is None else unknown
+    page_dir = page.parent
+
+    def tag(m: re.Match) -> str:
+        url, whole = m["url"], m.group(0)
+        site = _SITE_STATIC.match(url)
+        if site:
+            fixed = Path(os.path.relpath(docs_dir / "static" / site["path"], page_dir)).as_posix()
+            return whole.replace(url, fixed + (site["tail"] or ""), 1)
+        if not re.match(_REMOTE, url, re.I):
+            return whole
+        local = _local(url, page_dir, docs_dir)
+        if local is None:
+            unknown.add(url)
+            return ""
+        return _SRI.sub("", whole.replace(url, local, 1))
+
+    return _css_urls(_ASSET_TAG.sub(tag, text), page_dir, docs_dir, unknown)
 
 
 def make_offline(docs_dir: Path) -> int:
-    """Strip every remote asset reference from the generated site (HTML and CSS)."""
-    n = 0
-    for p in list(docs_dir.rglob("*.html")) + list(docs_dir.rglob("*.css")):
+    """Make the generated GX site work from ``file://`` with no network: copy the vendored
+    assets into ``<site>/static/vendor/`` and point every page's CDN/S3 reference at them.
+    A remote asset with no vendored copy is removed (and logged); raises ``GateError`` if any
+    remote asset reference is left. Returns the number of pages and stylesheets rewritten."""
+    vendor = docs_dir.joinpath(*_SITE_VENDOR)
+    shutil.copytree(VENDOR_DIR, vendor, dirs_exist_ok=True, ignore=shutil.ignore_patterns("MANIFEST.json"))
+    n, unknown = 0, set()
+    for p in list(docs_dir.rglob("*.html")) + [c for c in docs_dir.rglob("*.css") if vendor not in c.parents]:
         text = p.read_text(encoding="utf-8")
-        new = offline_html(text) if p.suffix == ".html" else _REMOTE_CSS.sub("", text)
+        if p.suffix == ".html":
+            new = offline_html(text, p, docs_dir, unknown)
+        else:
+            new = _css_urls(text, p.parent, docs_dir, unknown)
         if new != text:
             p.write_text(new, encoding="utf-8")
         left = REMOTE_ASSET_RE.search(new)
         if left:
             raise GateError(f"{p}: remote asset reference left after offline rewrite: {left.group(0)!r}")
         n += 1
+    # GX's dark-mode logo lives only on S3 (the light one is shipped): dropping it is expected
+    cdn = sorted(u for u in unknown if not u.startswith(_GX_S3))
+    if cdn:
+        log.warning("GX Data Docs: no vendored copy of %s: removed (see gate.GX_ASSETS)", cdn)
     return n
 
 
