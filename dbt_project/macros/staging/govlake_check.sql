@@ -10,6 +10,21 @@
     value_map name of the per-source map in seed code_value_map (gender, marital status, codes)
     required  empty value -> required.missing
 
+  Plausibility of a valid value (glx_plausibility_rule; driven by `standard` and `element`, so a
+  new feed gets them from its YAML). A value that passes its standard can still be one no
+  delivery can hold; compared with the row's delivery date (`_delivery_date`, the landing
+  folder date that ingest wrote into every raw row and into the ledger, raw/_ledger.parquet):
+    standard date, element birth_date -> birth_date.in_future     (born after the delivery date)
+    standard date, any other element  -> <element>.after_delivery  (e.g. event_date.after_delivery,
+                                         registration_date.after_delivery: an event or a
+                                         registration the delivery cannot know of yet)
+    standard id_number                -> birth_date.in_future     (the birth date in positions 7-14
+                                         is after the delivery date; after today it is already
+                                         id_number.birth_date)
+    standard name / text / address    -> text.control_character   (the standardized value holds a
+                                         C0/C1 control character, e.g. NUL: std_control_character_error)
+  The quarantine message's detail says which date / character and the delivery date.
+
   Record-level checks (where the record has the elements):
     id_number + birth_date   -> id_number.birth_mismatch (birth date differs from ID[6:14])
     id_number + gender_code  -> id_number.gender_mismatch (gender differs from ID sequence parity)
@@ -92,11 +107,62 @@
 {%- endmacro -%}
 
 
-{%- macro glx_std_error(col, ref_expr, txt_expr, map_code, value_expr, err_expr=none) -%}
+{%- macro glx_plausibility_rule(col) -%}
+  {#- the rule a VALID value of this column fails when it is implausible (see the header), or none -#}
+  {%- if col.standard == 'date' -%}
+    {{- return('birth_date.in_future' if col.element == 'birth_date' else col.element ~ '.after_delivery') -}}
+  {%- elif col.standard == 'id_number' -%}
+    {{- return('birth_date.in_future') -}}
+  {%- elif col.standard in ('name', 'text', 'address') -%}
+    {{- return('text.control_character') -}}
+  {%- endif -%}
+  {{- return(none) -}}
+{%- endmacro -%}
+
+
+{%- macro glx_plausibility_error(col, value_expr, delivery_day) -%}
+  {#- SQL: the plausibility rule the (non-NULL, valid) standardized value fails, or NULL; none when
+      the column's standard has no plausibility rule -#}
+  {%- set rule = glx_plausibility_rule(col) -%}
+  {%- if not rule -%}
+    {{- return(none) -}}
+  {%- elif col.standard == 'date' -%}
+    {{- return("case when " ~ value_expr ~ " > " ~ delivery_day ~ " then " ~ glx_sql_string(rule) ~ " end") -}}
+  {%- elif col.standard == 'id_number' -%}
+    {{- return("case when " ~ glx_std('gb11643_birth_date', value_expr) ~ " > " ~ delivery_day ~ " then " ~ glx_sql_string(rule) ~ " end") -}}
+  {%- else -%}
+    {{- return(glx_std('std_control_character_error', value_expr)) -}}
+  {%- endif -%}
+{%- endmacro -%}
+
+
+{%- macro glx_plausibility_detail(col, err_expr, value_expr, delivery_date) -%}
+  {#- SQL: why the row failed the column's plausibility rule (NULL for any other outcome) -#}
+  {%- set rule = glx_plausibility_rule(col) -%}
+  {%- if not rule -%}
+    cast(null as varchar)
+  {%- else -%}
+    case when {{ err_expr }} = {{ glx_sql_string(rule) }} then
+    {%- if col.standard == 'date' %}
+      {{ glx_sql_string(col.element | replace('_', ' ')) }} || ' ' || cast({{ value_expr }} as varchar)
+        || ' is after the delivery date ' || {{ delivery_date }}
+    {%- elif col.standard == 'id_number' %}
+      'ID number gives birth date ' || cast({{ glx_std('gb11643_birth_date', value_expr) }} as varchar)
+        || ', after the delivery date ' || {{ delivery_date }}
+    {%- else %}
+      {{ glx_std('std_control_character_detail', value_expr) }}
+    {%- endif %}
+    end
+  {%- endif -%}
+{%- endmacro -%}
+
+
+{%- macro glx_std_error(col, ref_expr, txt_expr, map_code, value_expr, err_expr=none, plausibility_expr=none) -%}
   {#- The rule the value fails, or NULL. The standards macros return a NULL value for every
       invalid or empty input and a NULL error for empty input, so
         - the error macro only runs where the value is NULL (valid rows never evaluate it);
-        - a required column is missing exactly when both value and error are NULL. -#}
+        - a required column is missing exactly when both value and error are NULL;
+        - a valid (non-NULL) value is checked for plausibility (plausibility_expr), if any. -#}
   {%- set s = col.standard -%}
   {%- set rm = glx_rule_macros(s) -%}
   {%- if err_expr -%}
@@ -108,10 +174,13 @@
   {%- else -%}
     {%- set e = none -%}
   {%- endif -%}
+  {%- set ok = plausibility_expr or 'null' -%}
   {%- if col.required and s != 'marital_status' -%}
-    case when {{ value_expr }} is not null then null else {{ "coalesce(" ~ e ~ ", 'required.missing')" if e else "'required.missing'" }} end
+    case when {{ value_expr }} is not null then {{ ok }} else {{ "coalesce(" ~ e ~ ", 'required.missing')" if e else "'required.missing'" }} end
   {%- elif e -%}
-    case when {{ value_expr }} is not null then null else {{ e }} end
+    case when {{ value_expr }} is not null then {{ ok }} else {{ e }} end
+  {%- elif plausibility_expr -%}
+    case when {{ value_expr }} is not null then {{ ok }} end
   {%- else -%}
     cast(null as varchar)
   {%- endif -%}
@@ -214,6 +283,7 @@ valued as (
     -- each standardized value computed once
     select
         n._batch_id, n._source_file, n._source_sha256, n._row_number, n._delivery_date,
+        try_cast(n._delivery_date as date) as _delivery_day,
         n._copy_number, n._first_row_number
         {%- for c in cols %}
         {%- set r = 'n.' ~ adapter.quote(c.name) %}
@@ -254,7 +324,8 @@ standardized as (
         {{ r }},
         {{ v }} as {{ adapter.quote(c.element) }},
         {%- set idp = glx_id_parts('', c.element) if c.standard == 'id_number' else none %}
-        {{ glx_std_error(c, r, t, mc, v, glx_std('gb11643_error_from', *idp) if idp else none) }} as {{ adapter.quote('_err_' ~ c.element) }}
+        {{ glx_std_error(c, r, t, mc, v, glx_std('gb11643_error_from', *idp) if idp else none,
+                         glx_plausibility_error(c, v, '_delivery_day')) }} as {{ adapter.quote('_err_' ~ c.element) }}
         {%- endfor %}
     from valued
 ),
@@ -292,7 +363,8 @@ checked as (
             else list_filter([
             {%- for c in cols %}
                 {'rule': {{ adapter.quote('_err_' ~ c.element) }}, 'col': {{ glx_sql_string(c.name) }},
-                 'val': {{ adapter.quote('_raw_' ~ c.element) }}, 'detail': cast(null as varchar)},
+                 'val': {{ adapter.quote('_raw_' ~ c.element) }},
+                 'detail': {{ glx_plausibility_detail(c, adapter.quote('_err_' ~ c.element), adapter.quote(c.element), '_delivery_date') }}},
             {%- endfor %}
             {%- if 'id_number' in elements and 'birth_date' in elements %}
                 {'rule': _err_birth_mismatch,

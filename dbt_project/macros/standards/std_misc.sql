@@ -76,3 +76,26 @@ case when regexp_matches({{ x }}, '[{{ dot_from }}\x{200B}-\x{200D}\x{FEFF}]')
 {% macro std_text(expr) -%}
 {{ _govlake_text(expr, false) }}
 {%- endmacro %}
+
+{#- Control characters (govlake rule, not in standards.md: no standard value holds one). The C0
+    controls U+0000-U+001F (NUL, tab, CR, LF, ...), DEL U+007F and the C1 controls U+0080-U+009F.
+    Applied to the STANDARDIZED value, so the whitespace handling the standards already do is not a
+    failure (tab/CR/LF trimmed at both ends of a name or text, mapped to spaces in code-like
+    fields); a control character left inside a value is. A value holding one is not repaired
+    (dropping a NUL would make another name): the row is quarantined with text.control_character. -#}
+{% macro std_control_character_class() -%}
+[\x00-\x1F\x7F-\x{9F}]
+{%- endmacro %}
+
+{#- 'text.control_character' when the value holds a control character, else NULL (also for NULL). -#}
+{% macro std_control_character_error(expr) -%}
+case when regexp_matches({{ expr }}, '{{ std_control_character_class() }}') then 'text.control_character' end
+{%- endmacro %}
+
+{#- Which control character and where: 'control character U+0000 at character 1', NULL when none. -#}
+{% macro std_control_character_detail(expr) -%}
+list_transform([regexp_extract({{ expr }}, '{{ std_control_character_class() }}')], lambda _gl_cc_c:
+  case when _gl_cc_c <> '' then 'control character ' || printf('U+%04X', unicode(_gl_cc_c))
+                               || ' at character ' || strpos({{ expr }}, _gl_cc_c) end
+)[1]
+{%- endmacro %}
