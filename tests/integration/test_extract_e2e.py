@@ -185,3 +185,74 @@ def test_unchanged_snapshot_and_empty_increment_are_deliveries(landed):
     again = _extract(day)  # a re-run records nothing more
     assert again[tax.id]["rows"] == 0 and again[tax.id]["skipped"] == again[tax.id]["files"]
     assert len([e for e in Ledger(lake).all(tax.dept, tax.name) if e.delivery_date == day]) == 1
+
+
+def test_landing_anomalies_are_refused_and_reported_by_the_run(landed, tmp_path, capsys):
+    """Through Airflow: a symlinked file and a symlinked date folder pointing outside the lake,
+    a future date folder, a folder not named as a date and an undeclared department are not
+    ingested, nothing of the outside reaches raw or quarantine, and `govlake run` (its summary),
+    `govlake status --json` and the alerts report each of them."""
+    import os
+    import subprocess
+    import sys
+
+    from govlake import alerts
+
+    lake, _, _ = landed
+    tax = metadata.dataset("tax.taxpayer_registration")
+    secret = "OUTSIDE-SECRET-机密"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    body = (",".join(tax.column_names) + "\n" + ",".join([secret] * len(tax.column_names)) + "\n").encode("utf-8")
+    (outside / "taxpayer_registration_20261127.csv").write_bytes(body)
+    day, linked_day = "2026-11-27", "2026-11-28"
+    good = next(lake.landing(tax.dept, tax.name, DATE).glob("*.csv")).read_bytes()
+    lake.landing(tax.dept, tax.name, day).mkdir(parents=True)
+    (lake.landing(tax.dept, tax.name, day) / "taxpayer_registration_20261127.csv").symlink_to(
+        outside / "taxpayer_registration_20261127.csv")
+    lake.landing(tax.dept, tax.name, linked_day).symlink_to(outside, target_is_directory=True)
+    for folder in ("2099-01-01", "latest"):
+        lake.landing(tax.dept, tax.name, folder).mkdir(parents=True)
+        (lake.landing(tax.dept, tax.name, folder) / "taxpayer_registration_x.csv").write_bytes(good)
+    (lake.landing_root / "foreign_bureau" / "feed" / day).mkdir(parents=True)
+    (lake.landing_root / "foreign_bureau" / "feed" / day / "a.csv").write_bytes(good)
+    ledger_before = len(Ledger(lake).all())
+    raw_before = len(_raw(lake, tax))
+
+    results = runner.run_pipeline(linked_day, only=list(metadata.departments()), progress=False)
+    assert all(r["state"] == "success" for r in results), results
+    summaries = {s["dataset"]: s for r in results for s in r["summaries"].values()}
+    expected = {
+        f"tax/taxpayer_registration/{day}/taxpayer_registration_20261127.csv": "landing.symlink",
+        f"tax/taxpayer_registration/{linked_day}": "landing.symlink",
+        "tax/taxpayer_registration/2099-01-01": "landing.future_date",
+        "tax/taxpayer_registration/latest": "landing.not_a_date",
+        "foreign_bureau": "landing.undeclared_department",
+    }
+    listed = {p["file"].removeprefix("landing/"): p["reason"] for s in summaries.values() for p in s["problems"]}
+    assert listed == expected
+    # nothing ingested from them, nothing of the outside content in the lake
+    assert len(_raw(lake, tax)) == raw_before and len(Ledger(lake).all()) == ledger_before
+    assert secret not in {r[0] for r in _raw(lake, tax)}
+    assert not [p for p in lake.root.rglob("*") if p.is_file() and not p.is_symlink()
+                and secret.encode() in p.read_bytes()]
+    reasons = [json.loads(p.read_text("utf-8")) for p in lake.quarantine_files(tax.dept, tax.name).rglob("reason.json")]
+    assert sorted(r["source_file"] for r in reasons if r["reason"] == "landing.symlink") == sorted(
+        p for p, k in expected.items() if k == "landing.symlink")
+
+    # `govlake run` prints them
+    runner.print_summary(results, None)
+    out = capsys.readouterr().out
+    for p in expected:
+        assert f"landing/{p}" in out, (p, out)
+
+    # govlake status --json and the alerts
+    env = {**os.environ, "GOVLAKE_LAKE_ROOT": str(lake.root)}
+    env.pop("GOVLAKE_NOW", None)
+    st = subprocess.run([sys.executable, "-m", "govlake.cli", "status", "--json"], capture_output=True, text=True,
+                        env=env, timeout=120)
+    assert st.returncode == 1
+    assert {a["path"]: a["kind"] for a in json.loads(st.stdout)["landing_anomalies"]} == expected
+    alerts.evaluate(lake, cfg={**alerts.DEFAULT_CONFIG, "notifiers": [{"type": "jsonl"}]})
+    assert {a["key"] for a in alerts.read_alerts(lake) if a["kind"] == "landing_anomaly"} == {
+        f"landing_anomaly:{p}" for p in expected}
