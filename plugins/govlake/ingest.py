@@ -7,6 +7,14 @@ streaming batches and write ``raw/<dept>/<dataset>/<batch_id>/part-00000.parquet
 that cannot be read goes to ``quarantine/files/...`` with a machine-readable ``reason.json``;
 the other files proceed.
 
+The landing zone is read without following any symbolic link (``scan_top``, ``scan_dataset``,
+``_open_landing_file``: openat with O_NOFOLLOW, scandir on descriptors, a file's bytes read
+through ``/proc/<pid>/fd/<fd>`` of the inode opened). What extraction refuses -- symlinks,
+folders of undeclared departments or datasets, folders not named YYYY-MM-DD or dated in the
+future, misplaced files -- is a landing anomaly (``govlake.ops.landing``): recorded once per path,
+listed in the summary's ``problems``, a symlink inside a dataset's folder also in the file
+quarantine (its reason.json only); nothing is ingested from it.
+
 A large file (``PARALLEL_MIN_BYTES``) is decoded by a few worker processes (``_worker_pool``,
 'spawn' start method: no fork of a threaded parent): its encoding check / GB18030 transcoding
 (``encoding.detect_file``) and, for JSON Lines, the parse, in ranges of whole lines that the

@@ -92,8 +92,8 @@ def _status(args: argparse.Namespace) -> int:
         console.print(f"[bold red]landing anomalies[/] ({len(c.landing_anomalies)}, nothing ingested from them):")
         for a in c.landing_anomalies:
             where = f" — reason.json in {a.quarantine_dir}" if a.quarantine_dir else ""
-            console.print(f"  {a.kind} landing/{a.path} (since {_fmt_time(ops.parse_ts(a.first_seen_at))}): "
-                          f"{a.message}{where}", soft_wrap=True, markup=False)
+            console.print(f"  {a.message} (since {_fmt_time(ops.parse_ts(a.first_seen_at))}){where}",
+                          soft_wrap=True, markup=False)
     else:
         console.print("landing anomalies: none")
     console.print("[green]all feeds on time, no gate failing[/]" if rc == 0 else
