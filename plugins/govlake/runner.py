@@ -178,11 +178,11 @@ def _run_pipeline(date: str | None, only: list[str] | None, log_file: Path | Non
             work = unpublished_work(lake)
             if not work.needed:
                 console.print("  transform_shared: not run — every landed batch is already published "
-                              "(data-aware schedule: it runs when a raw Asset changes)")
+                              "(data-aware schedule: it runs when a raw Asset changes)", soft_wrap=True)
                 continue
             earlier = work.not_landed_by(_landed_batches(results))
             if earlier.needed:
-                console.print(f"  transform_shared: finishing unpublished work — {earlier.describe()}")
+                console.print(f"  transform_shared: finishing unpublished work — {earlier.describe()}", soft_wrap=True)
         with console.status(f"running {dag_id} through Airflow …"):
             res = run_dag(dags[dag_id], logical, log_file)
         if work is not None:
@@ -194,7 +194,7 @@ def _run_pipeline(date: str | None, only: list[str] | None, log_file: Path | Non
         work = unpublished_work(lake)
         if work.needed:
             console.print(f"  transform_shared: not run (--only) — {work.describe()}; they are waiting: "
-                          "a full `govlake run` (without --only) will publish them")
+                          "a full `govlake run` (without --only) will publish them", soft_wrap=True)
     return results
 
 
@@ -325,7 +325,7 @@ def run_lock(lake, *, wait: bool = False, argv: list[str] | None = None, console
                 raise LakeBusy(f"another govlake run holds the lake {lake.root}: {describe_holder(holder)}; "
                                f"wait for it or pass --wait (lock file {path})") from None
             if console is not None:
-                console.print(f"  waiting for the lake {lake.root}: held by {describe_holder(holder)} …")
+                console.print(f"  waiting for the lake {lake.root}: held by {describe_holder(holder)} …", soft_wrap=True)
             fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             user = getpass.getuser()
