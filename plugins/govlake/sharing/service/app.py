@@ -139,6 +139,11 @@ class AccessRequestBody(BaseModel):
     columns: list[str] | None = None
 
 
+class PersonBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id_number: str = Field(min_length=15, max_length=40)
+
+
 class DecisionBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: str = Field(min_length=1, max_length=1000)
@@ -170,6 +175,9 @@ class Service:
         self.query_slots = threading.BoundedSemaphore(settings.max_concurrent_queries)
         self._local = threading.local()
         self._meta_cache: tuple[float, dict] | None = None
+        from govlake.sharing.accesses import AccessLog
+
+        self.accesses = AccessLog(self.lake)
 
     # -- shared helpers
     def meta(self) -> dict:
@@ -213,9 +221,17 @@ class Service:
         return audit.begin(self.lake, endpoint, {"actor": self.actor(client), **payload})
 
     def finish(self, intent: dict, t0: float, **outcome) -> dict:
+        """The request's outcome, durable in the audit log; then the per-person index."""
         outcome.setdefault("status", "ok")
         outcome["duration_ms"] = int((time.monotonic() - t0) * 1000)
-        return audit.finish(self.lake, intent["seq"], outcome)
+        entry = audit.finish(self.lake, intent["seq"], outcome)
+        if outcome.get("persons"):
+            pl = intent["payload"]
+            self.accesses.record(seq=intent["seq"], ts=intent["ts"], actor=pl.get("actor") or {},
+                                 purpose=pl.get("purpose", ""), endpoint=pl.get("request_kind", ""),
+                                 resource=pl.get("resource") or ",".join(sorted(outcome.get("versions") or {})),
+                                 fields=outcome.get("fields") or [], persons=outcome["persons"])
+        return entry
 
     def role_of(self, client: Client) -> str:
         if not client.role:
@@ -525,11 +541,21 @@ def create_app(settings: Settings) -> FastAPI:
                 except StopIteration:
                     return
 
+        person_cols = _person_columns(reader.schema.names, auth, svc.meta())
+        persons: set[str] = set()
+
+        def watched():
+            for b in batches():
+                if person_cols and len(persons) <= MAX_PERSONS_PER_REQUEST:
+                    for col in person_cols:
+                        persons.update(v for v in b.column(col).to_pylist() if v)
+                yield b
+
         def stream():
             stats: dict = {}
             status, error = "ok", None
             try:
-                yield from encode_batches(body.format, reader.schema, batches(), header, stats)
+                yield from encode_batches(body.format, reader.schema, watched(), header, stats)
             except duckdb.Error as exc:
                 status = "error"
                 error = (f"query timed out after {timeout:g} s" if isinstance(exc, duckdb.InterruptException)
@@ -542,9 +568,12 @@ def create_app(settings: Settings) -> FastAPI:
                 timer.cancel()
                 con.close()
                 svc.query_slots.release()
+                tokens = _tokens_of(persons)
                 svc.finish(intent, t0, status=status, error=error, rows=stats.get("rows"),
                            result_sha256=stats.get("sha256"), result_columns=reader.schema.names,
-                           masked_columns=prep.treatments, **base)
+                           fields=reader.schema.names, versions=auth.wanted, masked_columns=prep.treatments,
+                           persons=tokens[:MAX_PERSONS_PER_REQUEST],
+                           persons_truncated=len(persons) > MAX_PERSONS_PER_REQUEST, **base)
 
         headers = {"X-Govlake-Versions": json.dumps(auth.wanted), "X-Govlake-Audit-Seq": str(intent["seq"])}
         return StreamingResponse(stream(), media_type=MEDIA[body.format], headers=headers)
@@ -676,9 +705,43 @@ def create_app(settings: Settings) -> FastAPI:
         persons = _person_tokens(resource, keycol, element.get(keycol, keycol), keys, is_clear=True)
         summary = {"match": sum(v == "match" for r in results for v in r["fields"].values()),
                    "no_match": sum(v == "no_match" for r in results for v in r["fields"].values())}
-        svc.finish(intent, t0, rows=len(results), persons=persons, answers=summary,
+        svc.finish(intent, t0, rows=len(results), persons=persons, answers=summary, fields=wanted_fields,
                    result_sha256=hashlib.sha256(json.dumps(results).encode()).hexdigest(), **base)
         return {"resource": resource, "version": version, "results": results, "audit_seq": intent["seq"]}
+
+    # -- per-person access records (the citizen's "who used my data")
+    def _portal(client: Client) -> None:
+        if client.kind not in ("citizen_portal", "admin"):
+            raise Problem(403, "not-a-citizen-portal", f"client {client.client_id} is a {client.kind}; only a "
+                          "registered citizen portal reads per-person access records")
+
+    def _accesses_of(client: Client, token: str) -> dict:
+        t0 = time.monotonic()
+        intent = svc.begin("person_accesses", client, token_sha256=hashlib.sha256(token.encode()).hexdigest())
+        try:
+            rows = svc.accesses.of(token)
+        except ValueError as exc:
+            svc.finish(intent, t0, status="refused", reason=str(exc))
+            raise Problem(422, "invalid-token", str(exc)) from exc
+        svc.finish(intent, t0, rows=len(rows))
+        return {"person": token, "accesses": rows}
+
+    @app.get("/v1/persons/{token}/accesses", tags=["persons"],
+             responses={s: ERRORS[s] for s in (401, 403, 422, 429)})
+    def person_accesses(token: str, client: ClientDep) -> dict:
+        """Who used this person's data: client, department, when, purpose, resource, fields."""
+        _portal(client)
+        return _accesses_of(client, token)
+
+    @app.post("/v1/persons/accesses", tags=["persons"], responses={s: ERRORS[s] for s in (401, 403, 422, 429)})
+    def person_accesses_by_id(body: PersonBody, client: ClientDep) -> dict:
+        """The same, by ID number (in the body, never in a URL); the service computes the token."""
+        _portal(client)
+        try:
+            tok = masking.token("id_number", normalise_claim("id_number", body.id_number), masking.load_key(), "sha256")
+        except masking.TokenKeyError as exc:
+            raise Problem(503, "no-token-key", "join tokens are unavailable on this server") from exc
+        return _accesses_of(client, tok)
 
     # -- access requests (有条件共享)
     def _access(fn, *args, **kw):
@@ -737,6 +800,31 @@ def _public(obj) -> dict:
 
         return json.loads(json.dumps(dataclasses.asdict(obj), ensure_ascii=False, default=_json_default))
     return json.loads(json.dumps(obj, ensure_ascii=False, default=_json_default))
+
+
+MAX_PERSONS_PER_REQUEST = 100_000
+
+
+def _person_columns(names: list[str], auth, meta: dict) -> list[str]:
+    """Result columns that carry a person's key (clear ID number or its join token) of a
+    resource the query read; an aggregate without them records nothing per person."""
+    keys = set()
+    for product in auth.wanted:
+        pm = meta.get(product)
+        if pm is None:
+            continue
+        for c in pm.columns:
+            if c.element in ("id_number", "legal_rep_id_number"):
+                keys.add(c.name)
+    return [n for n in names if n in keys]
+
+
+def _tokens_of(values) -> list[str]:
+    clear = [v for v in values if isinstance(v, str) and not v.startswith(("v1:", "v1sm3:")) and "*" not in v]
+    tokens = {v for v in values if isinstance(v, str) and v.startswith("v1:")}
+    if clear:
+        tokens.update(_person_tokens("", "", "id_number", clear, is_clear=True))
+    return sorted(tokens)
 
 
 def _person_tokens(resource: str, keycol: str, element: str, values: list, *, is_clear: bool) -> list[str]:
