@@ -11,6 +11,7 @@ request the page makes is recorded.
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import json
 import os
@@ -26,7 +27,7 @@ from browser_support import CHROMIUM_FLAGS, chromium
 
 from govlake import gate, metadata
 
-pytestmark = [pytest.mark.integration, pytest.mark.browser]
+pytestmark = pytest.mark.integration
 
 RUN = "20261124T101500-dd01"
 #: no network: every host resolves to nothing and any proxied request goes to a closed port
@@ -38,6 +39,11 @@ class Chromium:
     def __init__(self, exe: str, profile: Path, extra: list[str]):
         to_chrome_r, self._to_chrome = os.pipe()
         self._from_chrome, from_chrome_w = os.pipe()
+        # the child's ends are moved above fd 4 first, so dup2 onto 3 and 4 never aliases them
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (to_chrome_r, from_chrome_w)]
+        os.close(to_chrome_r)
+        os.close(from_chrome_w)
+        to_chrome_r, from_chrome_w = high
 
         def fds():  # in the child: the pipe ends become fd 3 (commands) and fd 4 (replies)
             os.dup2(to_chrome_r, 3)
@@ -120,12 +126,13 @@ _MEASURE = r"""
   const table = document.querySelector('table.ge-index-page-validation-results-table');
   const rows = table ? [...table.querySelectorAll('tbody tr[data-index]')] : [];
   const icons = [...document.querySelectorAll('.ge-success-icon, .ge-failed-icon')];
+  const icon = i => ({cls: i.className, box: box(i), glyph: getComputedStyle(i, '::before').content,
+                      font: getComputedStyle(i).fontFamily});
   return {
     jquery: typeof window.jQuery === 'function' && typeof jQuery.fn.bootstrapTable === 'function',
     rows: rows.map(tr => ({text: tr.innerText, href: tr.getAttribute('data-href')})),
-    icons: icons.map(i => ({cls: i.className, box: box(i),
-                            glyph: getComputedStyle(i, '::before').content,
-                            font: getComputedStyle(i).fontFamily})),
+    icons: icons.map(icon),
+    status_icons: [...document.querySelectorAll('i.fas.fa-check-circle, i.fas.fa-times')].map(icon),
     fonts: [...document.fonts].filter(f => f.status === 'loaded').map(f => f.family),
     navbar_height: (document.querySelector('nav.navbar') || {offsetHeight: -1}).offsetHeight,
     suites: [...document.querySelectorAll('table.ge-index-page-expectation_suites-table tbody tr[data-index]')]
@@ -187,15 +194,17 @@ def gate_run(lake) -> gate.GateResult:
     # a department outside the registry: expect_column_values_to_be_in_set(dept) fails
     q = _write(lake.candidate(RUN) / "quarantine_rows.parquet",
                "select 'no_such_dept' as dept, 'taxpayer_registration' as dataset, 'b1' as _batch_id, "
-               "'f.csv' as _source_file, 9 as _row_number, 'uscc_check' as rule, 'uscc' as column, "
+               "'f.csv' as _source_file, 9 as _row_number, 'uscc.check_char' as rule, 'uscc' as column, "
                "'91350200MA2YJ1XR9A' as original_value, 'MOD 31 check character' as message")
     res = gate.validate(lake, "standardized",
                         {"stg_tax__taxpayer_registration": tax, "quarantine_rows": q}, RUN)
     assert res.suite_results["stg_tax__taxpayer_registration"].success, res.failure_message()
-    assert not res.suite_results["quarantine_rows"].success
+    q_failed = [f.type + ":" + str(f.column) for f in res.suite_results["quarantine_rows"].failed]
+    assert q_failed == ["expect_column_values_to_be_in_set:dept"], res.failure_message()
     return res
 
 
+@pytest.mark.browser
 def test_data_docs_index_renders_offline(gate_run, tmp_path):
     exe = chromium()
     index = gate_run.docs_path
@@ -223,32 +232,74 @@ def test_data_docs_index_renders_offline(gate_run, tmp_path):
     assert kinds == ["failed", "success"], m["icons"]
     for icon in m["icons"]:
         w, h = icon["box"]
-        assert w > 4 and h > 4, f"status icon not drawn: {icon}"
+        assert w > 8 and h > 8, f"status icon not drawn: {icon}"  # a missing font draws ~6 px
         assert icon["glyph"] not in ("none", "normal", ""), icon
         assert "Font Awesome" in icon["font"], icon
     assert m["navbar_height"] > 30, "Bootstrap's navbar styles did not apply"
 
 
-def test_vendored_assets_are_the_cdn_files(gate_run):
-    """Each vendored file is byte-identical to the one GX's templates pin with an SRI hash, and
-    every page of the site points only at files that exist."""
-    site = gate_run.docs_path.parent
-    for url, rel in gate.GX_ASSETS.items():
-        assert (gate.VENDOR_DIR / rel).is_file(), (url, rel)
-    # SRI hashes GX pins in js_script_imports.j2 must match our copies
+@pytest.mark.browser
+def test_failed_validation_page_renders_offline(gate_run, tmp_path):
+    """The page of the failing suite: its failed-expectation row shows a drawn failure icon."""
+    exe = chromium()
+    page = Path(gate_run.suite_results["quarantine_rows"].docs_page)
+    m, urls, errors = open_offline(exe, page, tmp_path / "profile")
+    remote = [u for u in urls if not u.startswith(("file://", "data:"))]
+    assert not remote and not errors, (remote, errors)
+    assert m["jquery"] and "Font Awesome 6 Free" in m["fonts"], m
+    drawn = {"failed" if "fa-times" in i["cls"] else "success" for i in m["status_icons"]
+             if i["box"][0] > 8 and i["box"][1] > 8 and "Font Awesome" in i["font"]}
+    assert drawn == {"failed", "success"}, m["status_icons"]
+    assert m["navbar_height"] > 30
+
+
+def _template_asset_urls() -> set[str]:
+    import great_expectations
+
+    urls = set()
+    for t in (Path(great_expectations.__file__).parent / "render/view/templates").glob("*.j2"):
+        urls |= set(re.findall(r'<(?:script|link|img)\b[^>]*?(?:src|href)="(https?://[^"{]+)"',
+                               t.read_text(encoding="utf-8")))
+    return urls
+
+
+def test_vendored_assets_are_the_cdn_files():
+    """Every remote asset GX's templates load has a vendored copy, each copy is the file the
+    manifest names (sha256), and those GX pins with an SRI hash are byte-identical to the CDN's."""
+    urls = _template_asset_urls()
+    assert len(urls) >= 15, urls
+    assert urls <= set(gate.GX_ASSETS), f"GX templates load assets with no vendored copy: {urls - set(gate.GX_ASSETS)}"
+    manifest = json.loads((gate.VENDOR_DIR / "MANIFEST.json").read_text(encoding="utf-8"))
+    for rel in gate.GX_ASSETS.values():
+        assert rel in manifest, rel
+    for rel, entry in manifest.items():
+        data = (gate.VENDOR_DIR / rel).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"], rel
     import great_expectations
 
     tpl = (Path(great_expectations.__file__).parent / "render/view/templates/js_script_imports.j2"
            ).read_text(encoding="utf-8")
     pinned = re.findall(r'src="([^"]+)"\s+integrity="sha384-([^"]+)"', tpl)
-    assert pinned
+    assert len(pinned) == 2, pinned  # popper.js and bootstrap.js
     for url, digest in pinned:
         data = (gate.VENDOR_DIR / gate.GX_ASSETS[url]).read_bytes()
         assert base64.b64encode(hashlib.sha384(data).digest()).decode() == digest, url
-    for page in site.rglob("*.html"):
+    # the font files the vendored Font Awesome stylesheet loads are there
+    css = gate.VENDOR_DIR / "fontawesome-free/css/all.min.css"
+    fonts = set(re.findall(r"url\(([^)]+)\)", css.read_text(encoding="utf-8")))
+    assert fonts and all((css.parent / f).resolve().is_file() for f in fonts), fonts
+
+
+def test_every_local_reference_of_the_site_exists(gate_run):
+    site = gate_run.docs_path.parent
+    pages = list(site.rglob("*.html"))
+    assert len(pages) >= 5
+    for page in pages:
         text = page.read_text(encoding="utf-8")
-        for ref in re.findall(r'<(?:script|img)\b[^>]*\bsrc="([^"]+)"|<link\b[^>]*\bhref="([^"]+)"', text):
+        assert "integrity=" not in text and "crossorigin" not in text, page
+        refs = re.findall(r'<(?:script|img)\b[^>]*\bsrc="([^"]+)"|<link\b[^>]*\bhref="([^"]+)"', text)
+        assert refs, page
+        for ref in refs:
             ref = (ref[0] or ref[1]).split("?")[0]
-            if ref.startswith(("http", "//", "data:", "#")):
-                continue
+            assert not ref.startswith(("http:", "https:", "//")), f"{page}: {ref}"
             assert (page.parent / ref).resolve().is_file(), f"{page}: {ref} does not exist"
