@@ -230,3 +230,41 @@ def test_population_base_name_holds_no_control_character(pipeline):
     names = [n for (n,) in _q(f"select name from read_parquet('{pb}', hive_partitioning=false)").fetchall()]
     assert names and not [n for n in names if n and CONTROL.search(n)]
     assert "未来人" not in names
+
+
+def test_standardized_suites_reject_what_the_rules_quarantine(pipeline, tmp_path):
+    """The GX suites agree with the rules: standardized files that held the injected values (as
+    if the rules were missing) fail the standardized gate on exactly those expectations."""
+    from govlake import gate
+
+    lake = pipeline["lake"]
+    build = lake.candidate(pipeline["run_id"])
+    doctored = {
+        "stg_civil_affairs__marriage_registration":
+            "* exclude (_k) replace (case when _k = 1 then date '2029-05-01' else event_date end as event_date,"
+            " case when _k = 2 then '东城区' || chr(133) || '民政局' else registry_office end as registry_office)",
+        "stg_public_security__household_registration":
+            "* exclude (_k) replace (case when _k = 1 then chr(0) || name else name end as name,"
+            " case when _k = 2 then cast(_delivery_date as date) + 1 else registration_date end"
+            " as registration_date)",
+    }
+    tables = {}
+    for model, select in doctored.items():
+        out = tmp_path / f"{model}.parquet"
+        _q(f"copy (select {select} from (select *, row_number() over (order by _source_file, _row_number) as _k "
+           f"from '{output_path(build, model)}')) to '{out}' (format parquet)")
+        tables[model] = out
+    result = gate.validate(lake, "standardized", tables, "implausible-doctored")
+    assert not result.success
+    failed = {m: sorted((f.type, f.column) for f in r.failed) for m, r in result.suite_results.items()}
+    assert failed == {
+        "stg_civil_affairs__marriage_registration": [
+            ("expect_column_values_to_not_match_regex", "registry_office"),
+            ("unexpected_rows_expectation", None)],
+        "stg_public_security__household_registration": [
+            ("expect_column_values_to_not_match_regex", "name"),
+            ("unexpected_rows_expectation", None)],
+    }, failed
+    # and the same files as built pass
+    assert gate.validate(lake, "standardized", {m: output_path(build, m) for m in doctored},
+                         "implausible-clean").success

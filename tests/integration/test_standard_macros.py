@@ -56,6 +56,8 @@ EXPRS = {
     "dec_err": "std_decimal_error('v')",
     "name_std": "std_name('v')",
     "text_std": "std_text('v')",
+    "name_ctrl": "std_control_character_error(std_name('v'))",
+    "name_ctrl_detail": "std_control_character_detail(std_name('v'))",
     "hw": "govlake_halfwidth('v')",
     "marital": "std_code('v', 'marital_status_cn')",
     "marital_err": "std_code_error('v', 'marital_status_cn')",
@@ -648,6 +650,33 @@ def test_names_and_text(run):
     assert [r[0] for r in run(list(names), "name_std")] == list(names.values())
     texts = {" 北京市朝阳区 ": "北京市朝阳区", "a\u200cb": "ab", "\u3000": None, "x•y": "x•y"}
     assert [r[0] for r in run(list(texts), "text_std")] == list(texts.values())
+
+
+def test_control_characters_in_standardized_text(run):
+    """NUL and the other C0/C1 controls left in a standardized value fail text.control_character;
+    tab/CR/LF at the ends are trimmed by std_name first, so they do not."""
+    cases = {
+        "\x00马萍玉": ("text.control_character", "control character U+0000 at character 1"),
+        "张\t三": ("text.control_character", "control character U+0009 at character 2"),
+        "东城区\x85民政局": ("text.control_character", "control character U+0085 at character 4"),
+        "李\x7f四": ("text.control_character", "control character U+007F at character 2"),
+        "王五\x1b": ("text.control_character", "control character U+001B at character 3"),
+        "\t赵六\r\n": (None, None),  # ordinary whitespace at the ends: trimmed, not a failure
+        "阿卜杜拉·艾山": (None, None), "\xa0孙七": (None, None), "𠀀\xa0": (None, None), None: (None, None),
+    }
+    assert run(list(cases), "name_ctrl", "name_ctrl_detail") == list(cases.values())
+
+
+@BATCH
+@given(st.lists(st.text(alphabet=st.one_of(st.characters(min_codepoint=0, max_codepoint=0xA0),
+                                           st.sampled_from("中文·• \u3000\u200b")), max_size=12),
+                min_size=50, max_size=50))
+def test_control_character_rule_matches_unicode_cc(run, values):
+    """Oracle: Unicode general category Cc (exactly C0, DEL and C1) in the standardized name."""
+    got = run(values, "name_std", "name_ctrl")
+    assert [e for _, e in got] == ["text.control_character" if n is not None and
+                                   any(unicodedata.category(ch) == "Cc" for ch in n) else None
+                                   for n, _ in got]
 
 
 @BATCH
