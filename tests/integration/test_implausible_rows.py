@@ -165,16 +165,18 @@ def pipeline(tmp_path_factory):
 
 def _quarantine(p) -> list[tuple]:
     q = output_path(p["lake"].candidate(p["run_id"]), "quarantine_rows")
-    return _q(f"select dept || '.' || dataset, _source_file, _row_number, rule, \"column\", message "
-                      f"from '{q}'").fetchall()
+    return _q(f"select dept || '.' || dataset, _source_file, _row_number, rule, \"column\", message, "
+              f"original_value from '{q}'").fetchall()
 
 
 def test_each_implausible_row_is_quarantined_with_its_own_rule(pipeline):
     got: dict = {}
     messages: dict = {}
-    for fid, f, rn, rule, col, msg in _quarantine(pipeline):
+    values: dict = {}
+    for fid, f, rn, rule, col, msg, value in _quarantine(pipeline):
         got.setdefault((fid, f, rn), set()).add((rule, col))
         messages.setdefault((fid, f, rn), []).append(msg)
+        values[(fid, f, rn, rule)] = value
     for key, rules in pipeline["expected"].items():
         assert got.get(key) == rules, (key, got.get(key))
         fid, f, rn = key
@@ -183,6 +185,13 @@ def test_each_implausible_row_is_quarantined_with_its_own_rule(pipeline):
     # the detail says why: which date, which delivery date
     unborn = next(k for k, r in pipeline["expected"].items() if len(r) == 3)
     assert any(f"after the delivery date {DAY}" in m for m in messages[unborn]), messages[unborn]
+    # the NUL name: original_value keeps the delivered bytes, the message shows U+FFFD and names
+    # the character, so it can be printed and logged
+    nul = next(k for k, r in pipeline["expected"].items()
+               if k[0] == "public_security.household_registration" and ("text.control_character", "姓名") in r)
+    assert values[nul + ("text.control_character",)].startswith("\x00")
+    (msg,) = messages[nul]
+    assert not CONTROL.search(msg) and "(value: '\ufffd" in msg and "control character U+0000 at character 1" in msg, msg
 
 
 def test_the_new_rules_catch_nothing_else(pipeline):

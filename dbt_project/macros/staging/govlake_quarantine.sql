@@ -1,7 +1,8 @@
 {#-
   govlake_quarantine_rows(): one row per (failed raw row × rule), across all feeds in
   var('govlake_datasets'), for the batches not gated yet (as the stg_ models). Reads each chk_
-  model once and unnests its `_errors` list.
+  model once and unnests its `_errors` list. `original_value` is the value as delivered; in
+  `message` a control character in it is shown as U+FFFD (text.control_character names it).
 -#}
 {% macro govlake_quarantine_rows() %}
   {%- set feeds = glx_datasets() -%}
@@ -24,7 +25,9 @@ select
            case when e.col is null then '' else ', column ' || e.col end,
            e.rule,
            case when e.col is null then '' when e.val is null then ' (value: NULL)'
-                else ' (value: ''' || e.val || ''')' end,
+                -- control characters shown as U+FFFD: the message is read on screens and in logs
+                -- (original_value keeps the delivered bytes; the detail names the character)
+                else ' (value: ''' || regexp_replace(e.val, '{{ std_control_character_class() }}', chr(65533), 'g') || ''')' end,
            case when e.detail is null then '' else ' — ' || e.detail end) as message
 from (
     select _batch_id, _source_file, _row_number, unnest(_errors) as e
