@@ -1,0 +1,146 @@
+"""The key index of the sharing service's fast path (govlake.sharing.service.fastpath) answers
+exactly what the service's DuckDB query answers today, row group by row group, for clear keys,
+join tokens, duplicates, NULLs, Chinese values and keys that are absent; and it is rebuilt when
+``current`` moves."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import access_support as S
+from govlake.sharing.service import fastpath as F
+
+
+@pytest.fixture(autouse=True)
+def _fresh_registry():
+    F.Index.clear()
+    yield
+    F.Index.clear()
+
+
+def _rows(n: int) -> list[dict]:
+    rows = S.people(n, seed=11)
+    for r in rows:
+        r["birth_date"] = dt.date.fromisoformat(r["birth_date"])
+    return rows
+
+
+def _write(path, rows, row_group_size=97):
+    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=row_group_size)
+    return path
+
+
+def _duck(path, cols, keycol, value):
+    con = duckdb.connect()
+    cur = con.execute(F.equivalent_sql(cols, keycol), [str(path), value])
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, r)) for r in cur.fetchall()]
+
+
+def test_hash_of_one_value_equals_the_vectorised_hash():
+    values = ["110105198001010012", "", "张三", "v1:" + "ab" * 32, "a", "a\x00", None, "330106199912319999"]
+    h, pos = F.hash_array(pa.array(values))
+    assert list(pos) == [i for i, v in enumerate(values) if v is not None]
+    assert [int(x) for x in h] == [F.hash_key(values[i]) for i in pos]
+    assert len(set(int(x) for x in h)) == len(h)  # "a" and "a\0", "" all differ
+    # the fixed-width path (every value 18 bytes) and the general path agree
+    fixed = ["110105198001010012", "330106199912319999"]
+    assert [int(x) for x in F.hash_array(pa.array(fixed))[0]] == [F.hash_key(v) for v in fixed]
+
+
+def test_lookup_equals_duckdb_for_every_key_and_absent_keys(tmp_path):
+    rows = _rows(1000)
+    rows[500]["id_number"] = rows[10]["id_number"]  # a duplicated key (two rows) across row groups
+    rows[600]["id_number"] = None  # a NULL key is never found
+    path = _write(tmp_path / "part-0.parquet", rows)
+    idx = F.Index.for_version(tmp_path, "population_base", 1, "id_number", path)
+    assert idx.num_rows == 1000 and idx.pf.metadata.num_row_groups == 11
+    cols = ["id_number", "name", "birth_date", "division_code", "department_count"]
+    rng = random.Random(3)
+    sample = rng.sample([r["id_number"] for r in rows if r["id_number"]], 150) + [rows[10]["id_number"]]
+    for key in sample:
+        assert idx.lookup(key, cols) == _duck(path, cols, "id_number", key), key
+    dup = idx.lookup(rows[10]["id_number"], ["name"])
+    assert sorted(d["name"] for d in dup) == sorted([rows[10]["name"], rows[500]["name"]])
+    for absent in ["110105190001010000", "", "1101051980010100", "张三"]:
+        assert idx.lookup(absent, cols) == [] == _duck(path, cols, "id_number", absent)
+    # Chinese values and dates come back as the DuckDB query returns them
+    got = idx.lookup(rows[0]["id_number"])
+    assert got[0]["name"] == rows[0]["name"] and got[0]["birth_date"] == rows[0]["birth_date"]
+    assert got[0]["address"] == rows[0]["address"]
+
+
+def test_rows_for_equals_the_verification_query(tmp_path):
+    rows = _rows(800)
+    path = _write(tmp_path / "p.parquet", rows, row_group_size=128)
+    idx = F.Index.for_version(tmp_path, "population_base", 1, "id_number", path)
+    keys = [r["id_number"] for r in rows[::7]] + ["110105190001010000", rows[3]["id_number"]]
+    fields = ["gender_code", "name"]
+    got = idx.rows_for(keys, fields)
+    con = duckdb.connect()
+    want: dict[str, list[tuple]] = {}
+    for row in con.execute("SELECT id_number, gender_code, name FROM read_parquet(?) WHERE id_number IN "
+                           "(SELECT unnest(?::VARCHAR[]))", [str(path), sorted(set(keys))]).fetchall():
+        want.setdefault(row[0], []).append(row[1:])
+    assert got == want
+    assert "110105190001010000" not in got and len(got) == len(set(keys)) - 1
+
+
+def test_join_tokens_as_keys_variable_length(tmp_path):
+    """A rendition keyed by join tokens (long, variable-length keys) and mixed-length keys."""
+    rows = [{"k": ("v1:" + format(i * 7919, "x") * (1 + i % 5)), "v": f"值{i}"} for i in range(700)]
+    path = _write(tmp_path / "tok.parquet", rows, row_group_size=50)
+    idx = F.Index.for_version(tmp_path, "t", 1, "k", path)
+    for r in rows[::13]:
+        assert idx.lookup(r["k"], ["v"]) == [{"v": r["v"]}] == _duck(path, ["v"], "k", r["k"])
+    assert idx.lookup(rows[5]["k"] + "z", ["v"]) == [] == _duck(path, ["v"], "k", rows[5]["k"] + "z")
+
+
+def test_a_forced_hash_collision_never_returns_another_key(tmp_path, monkeypatch):
+    rows = _rows(300)
+    path = _write(tmp_path / "p.parquet", rows)
+    idx = F.Index.for_version(tmp_path, "population_base", 1, "id_number", path)
+    # every hash the same: every row is a candidate, only the real key's row is returned
+    idx.hashes = np.zeros_like(idx.hashes)
+    monkeypatch.setattr(F, "hash_key", lambda v: 0)
+    assert idx.lookup(rows[42]["id_number"], ["name"]) == [{"name": rows[42]["name"]}]
+
+
+def test_index_is_built_once_and_dropped_when_current_moves(tmp_path):
+    rows = _rows(200)
+    v1 = _write(tmp_path / "v1.parquet", rows)
+    changed = [dict(r) for r in rows]
+    changed[0]["name"] = "欧阳新名"
+    v2 = _write(tmp_path / "v2.parquet", changed)
+    a = F.Index.for_version(tmp_path, "population_base", 1, "id_number", v1)
+    assert F.Index.for_version(tmp_path, "population_base", 1, "id_number", v1) is a
+    b = F.Index.for_version(tmp_path, "population_base", 2, "id_number", v2)
+    assert a not in F.Index.held() and b in F.Index.held()
+    assert b.lookup(rows[0]["id_number"], ["name"]) == [{"name": "欧阳新名"}]
+    # another product's index is not touched by this product's move
+    c = F.Index.for_version(tmp_path, "other", 1, "id_number", v1)
+    v3 = _write(tmp_path / "v3.parquet", rows)
+    F.Index.for_version(tmp_path, "population_base", 3, "id_number", v3)
+    assert c in F.Index.held() and b not in F.Index.held()
+
+
+def test_memory_is_twelve_bytes_a_row(tmp_path):
+    rows = _rows(5000)
+    path = _write(tmp_path / "p.parquet", rows, row_group_size=1000)
+    idx = F.Index.for_version(tmp_path, "population_base", 1, "id_number", path)
+    assert idx.nbytes <= 12 * 5000 + 8 * 10
+
+
+def test_bad_key_column_is_named(tmp_path):
+    path = _write(tmp_path / "p.parquet", _rows(10))
+    with pytest.raises(F.FastPathError, match=r"p\.parquet: no column 'uscc'"):
+        F.Index(path, "uscc")
+    with pytest.raises(F.FastPathError, match="not text"):
+        F.Index(path, "department_count")
