@@ -106,6 +106,8 @@ class Role:
     approval: str
     products: dict = field(default_factory=dict, compare=False, hash=False)  # product -> {col: treatment}
     approved: tuple = field(default=(), compare=False, hash=False)  # ApprovedGrant, see with_approved()
+    aggregate_only: bool = False  # every query must aggregate; groups under min_group_size suppressed
+    min_group_size: int = 10
 
     def expired(self, today: dt.date | None = None) -> bool:
         return (today or dt.date.today()) > self.expires
@@ -141,6 +143,8 @@ class Role:
             element = meta.element if meta else ""
             if GRADE_RANK[grade] <= GRADE_RANK[self.clearance]:
                 treatment = "clear"
+            elif self.aggregate_only:  # statistics: generalized, never masked or tokenized
+                treatment = self.treatment_override(product_name, col) or "generalize"
             else:
                 treatment = self.treatment_override(product_name, col) or default_treatment(element)
             out.append(ColumnPlan(col, element, grade, treatment, declared=meta is not None))
@@ -190,7 +194,13 @@ def load(path: Path | None = None) -> dict[str, Role]:
                 if treat not in TREATMENTS or treat == "clear":
                     raise GrantError(
                         f"{where}: product {prod!r} column {col!r}: treatment {treat!r} is not one of "
-                        "mask, token, withhold (clear access comes only from the clearance level)")
+                        "mask, token, withhold, generalize (clear access comes only from the clearance level)")
+                if treat == "generalize" and not spec.get("aggregate_only"):
+                    raise GrantError(f"{where}: product {prod!r} column {col!r}: generalize is for "
+                                     "aggregate-only roles (aggregate_only: true)")
+                if spec.get("aggregate_only") and treat in ("mask", "token"):
+                    raise GrantError(f"{where}: product {prod!r} column {col!r}: an aggregate-only role gets "
+                                     f"generalized or withheld values, not {treat}")
             products[str(prod)] = {str(c): str(t) for c, t in cols.items()}
         out[str(name)] = Role(
             name=str(name),
@@ -201,8 +211,20 @@ def load(path: Path | None = None) -> dict[str, Role]:
             expires=_parse_date(spec["expires"], where),
             approval=str(spec.get("approval") or ""),
             products=products,
+            aggregate_only=bool(spec.get("aggregate_only", False)),
+            min_group_size=_group_size(spec.get("min_group_size", 10), where),
         )
     return out
+
+
+def _group_size(value, where: str) -> int:
+    try:
+        k = int(value)
+    except (TypeError, ValueError) as exc:
+        raise GrantError(f"{where}: min_group_size {value!r} is not a whole number") from exc
+    if k < 2:
+        raise GrantError(f"{where}: min_group_size {k} must be at least 2 (default 10)")
+    return k
 
 
 def with_approved(roles: dict[str, Role], approved) -> dict[str, Role]:

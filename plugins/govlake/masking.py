@@ -42,7 +42,25 @@ from typing import Callable
 
 from govlake import config
 
-TREATMENTS = ("clear", "mask", "token", "withhold")
+TREATMENTS = ("clear", "mask", "token", "withhold", "generalize")
+
+# Generalization (for aggregate-only roles: statistics without individuals), by data element.
+# The rule itself is SQL, applied when renditions are made (govlake.sharing.renditions):
+#   year    birth date -> its year ("1990")
+#   county  address -> the county-level division it names (province/city/county, no street)
+#   keep    a coarse code that is already a category (gender, ethnicity, marital status, division)
+# Any other element is withheld.
+GENERALIZATION = {
+    "birth_date": "year",
+    "address": "county",
+    "gender_code": "keep",
+    "ethnicity_code": "keep",
+    "marital_status_code": "keep",
+    "division_code": "keep",
+    "household_status_code": "keep",
+    "event_type": "keep",
+    "credit_rating": "keep",
+}
 
 _ID_WEIGHTS = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2]
 _ID_CHECK = "10X98765432"

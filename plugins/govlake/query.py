@@ -88,6 +88,7 @@ class QueryResult:
     audit_seq: int
     duration_ms: int
     grants: dict[str, str] = field(default_factory=dict)  # product -> approved grant id used
+    suppressed_groups: int | None = None  # aggregate-only roles: groups under k removed
 
 
 # ---- parsing ------------------------------------------------------------------------------
@@ -184,6 +185,112 @@ def analyze(sql: str) -> Analysis:
         raise QueryRefused("query", "too deeply nested to be checked") from exc
     a.tables -= a.ctes
     return a
+
+
+# ---- aggregate-only roles (statistics without individuals) ------------------------------------
+GROUP_N = "__govlake_group_n"
+_aggregates: frozenset[str] | None = None
+
+
+def _aggregate_functions() -> frozenset[str]:
+    global _aggregates
+    if _aggregates is None:
+        con = duckdb.connect(":memory:")
+        try:
+            _aggregates = frozenset(r[0].lower() for r in con.execute(
+                "select distinct function_name from duckdb_functions() where function_type = 'aggregate'"
+            ).fetchall()) | {"count_star"}
+        finally:
+            con.close()
+    return _aggregates
+
+
+def _expr_kinds(node, found: set[str]) -> None:
+    """Collect 'aggregate' / 'window' for an expression, not descending into subqueries."""
+    if isinstance(node, list):
+        for x in node:
+            _expr_kinds(x, found)
+        return
+    if not isinstance(node, dict):
+        return
+    cls = node.get("class")
+    if cls == "SUBQUERY":
+        return
+    if cls == "WINDOW":
+        found.add("window")
+    if cls == "FUNCTION" and str(node.get("function_name", "")).lower() in _aggregate_functions():
+        found.add("aggregate")
+        fn = str(node.get("function_name")).lower()
+        if node.get("filter"):
+            raise QueryRefused(f"{fn}(…) FILTER (…)", "an aggregate-only role aggregates whole groups; a "
+                               "filtered aggregate could single out a few persons inside a large group")
+        for arg in node.get("arguments") or []:
+            if not _plain(arg):
+                raise QueryRefused(f"{fn}(…) over an expression", "an aggregate-only role aggregates columns "
+                                   "(count, sum, avg … of a column), not CASE or computed expressions, which "
+                                   "could single out a few persons inside a large group")
+        return
+    for v in node.values():
+        if isinstance(v, (dict, list)):
+            _expr_kinds(v, found)
+
+
+def _plain(node) -> bool:
+    """A column, a constant, ``*``, or a cast of one of them."""
+    if not isinstance(node, dict):
+        return False
+    if "expression" in node and "class" not in node:  # a (named) function argument
+        return _plain(node["expression"])
+    cls = node.get("class")
+    if cls in ("COLUMN_REF", "CONSTANT", "STAR"):
+        return True
+    if cls == "CAST":
+        return _plain(node.get("child"))
+    return False
+
+
+def aggregate_sql(sql: str) -> str:
+    """For an aggregate-only role: check that ``sql`` aggregates at its top level (GROUP BY or
+    aggregate functions only; no window functions, no set operations, no DISTINCT rows), and
+    return it with the group size appended as a last column (``__govlake_group_n``, a
+    ``count(*)``), so groups smaller than the role's k can be suppressed."""
+    if GROUP_N in sql.lower():
+        raise QueryRefused(f"name {GROUP_N}", "is reserved by the service")
+    con = duckdb.connect(":memory:")
+    try:
+        tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [sql]).fetchall()[0][0])
+        node = tree["statements"][0]["node"]
+        if node.get("type") != "SELECT_NODE":
+            raise QueryRefused("query shape", "an aggregate-only role runs one aggregating SELECT "
+                               f"(not {str(node.get('type', '?')).replace('_NODE', '')})")
+        found: set[str] = set()
+        for e in node.get("select_list") or []:
+            _expr_kinds(e, found)
+        grouped = bool(node.get("group_expressions")) or bool(node.get("group_sets")) or \
+            node.get("aggregate_handling") == "FORCE_AGGREGATES"
+        if "window" in found:
+            raise QueryRefused("window function", "an aggregate-only role's results must be groups, not rows")
+        if not grouped and "aggregate" not in found:
+            raise QueryRefused("row-level query", "this role is aggregate-only: use GROUP BY and aggregate "
+                               "functions (count, sum, avg, …); groups of fewer than k persons are suppressed")
+        if any(m.get("type") == "DISTINCT_MODIFIER" for m in node.get("modifiers") or []):
+            raise QueryRefused("SELECT DISTINCT", "an aggregate-only role's results must be counted groups")
+        n = json.loads(con.execute("SELECT json_serialize_sql(?)", [f"select count(*) AS {GROUP_N}"]
+                                   ).fetchall()[0][0])["statements"][0]["node"]["select_list"][0]
+        node["select_list"].append(n)
+        return con.execute("SELECT json_deserialize_sql(?)", [json.dumps(tree)]).fetchall()[0][0]
+    finally:
+        con.close()
+
+
+def suppress(table: pa.Table, k: int) -> tuple[pa.Table, int]:
+    """(the groups of at least ``k`` rows without the group-size column, how many were removed)."""
+    import pyarrow.compute as pc
+
+    n = table.column(GROUP_N)
+    keep = pc.greater_equal(n, k)
+    kept = table.filter(keep).drop_columns([GROUP_N])
+    return kept, table.num_rows - kept.num_rows
 
 
 # ---- authorization -------------------------------------------------------------------------
@@ -420,9 +527,13 @@ def run_query(role: str, purpose: str, sql: str, *, lake: Lake | None = None,
             raise QueryRefused(f"limit {limit}", f"the row limit must be between 1 and {MAX_LIMIT}")
         timeout = check_timeout(timeout, max_timeout)
         roles = load_roles(lake, grants_path)
-        check_role(roles, role, purpose, base, today)
+        r = check_role(roles, role, purpose, base, today)
         a = analyze(sql)
         base["referenced_columns"] = sorted(a.columns)
+        run_sql = sql
+        if r.aggregate_only:
+            run_sql = aggregate_sql(sql)
+            base["aggregate_only"] = {"min_group_size": r.min_group_size}
         auth = authorize(lake, role, purpose, a.tables, base=base, today=today, dbt_dir=dbt_dir, roles=roles)
         prep = prepare(lake, auth, a, memory_limit=memory_limit)
     except QueryRefused as exc:
@@ -435,18 +546,20 @@ def run_query(role: str, purpose: str, sql: str, *, lake: Lake | None = None,
     timer.start()
     try:
         try:
-            rel = con.sql(sql)
+            rel = con.sql(run_sql)
             if rel is None:  # pragma: no cover - analyze() only lets SELECTs through
                 raise QueryRefused("statement", "returned no result")
-            reader = rel.to_arrow_reader(min(limit + 1, 10_000))
+            reader = rel.to_arrow_reader(min(limit + 1, 10_000) if not r.aggregate_only else 100_000)
             batches, n = [], 0
             for batch in reader:
                 batches.append(batch)
                 n += batch.num_rows
-                if n > limit:
+                if n > limit and not r.aggregate_only:
                     break
             schema = reader.schema
             table = pa.Table.from_batches(batches, schema=schema) if batches else schema.empty_table()
+            if r.aggregate_only:
+                table, base["suppressed_groups"] = suppress(table, r.min_group_size)
         except duckdb.PermissionException as exc:
             raise QueryRefused("query", f"blocked by the locked-down engine: {str(exc).splitlines()[0]}") from exc
         except duckdb.Error as exc:
@@ -475,4 +588,5 @@ def run_query(role: str, purpose: str, sql: str, *, lake: Lake | None = None,
     return QueryResult(table=table, columns=table.column_names, row_count=table.num_rows,
                        truncated=truncated, products=dict(auth.wanted), treatments=treatments,
                        audit_seq=entry["seq"], duration_ms=duration,
-                       grants=dict(base.get("access_grants") or {}))
+                       grants=dict(base.get("access_grants") or {}),
+                       suppressed_groups=base.get("suppressed_groups"))

@@ -34,8 +34,24 @@ INTERFACES = {
 GOVLAKE = str(Path(sys.executable).with_name("govlake"))
 
 
+STATS_ROLE = """
+  stats_agg:
+    title: 统计 汇总
+    department: 统计
+    clearance: L1
+    purposes: [人口统计分析]
+    expires: 2099-12-31
+    aggregate_only: true
+    min_group_size: 10
+    products: [population_base]
+"""
+ETHNICITIES = ["01", "01", "01", "02", "03", "05"]
+
+
 def _models_yaml() -> str:
     text = S.SHARED_MODELS_YAML
+    gender = "        description: 性别代码 GB/T 2261.1\n        config: {meta: {grade: L2, element: gender_code}}\n"
+    text = text.replace(gender, gender + "      - name: ethnicity_code\n        config: {meta: {grade: L2, element: ethnicity_code}}\n", 1)
     for name, line in INTERFACES.items():
         anchor = f"  - name: {name}\n"
         i = text.index(anchor)
@@ -49,7 +65,7 @@ def svc(tmp_path_factory):
     root = tmp_path_factory.mktemp("svc")
     lake = Lake(root / "lake").ensure()
     S.write_dbt_dir(root, _models_yaml())
-    grants = S.write_grants(root)
+    grants = S.write_grants(root, S.GRANTS_YAML + STATS_ROLE)
     env = {**os.environ, "GOVLAKE_LAKE_ROOT": str(lake.root), "GOVLAKE_PROJECT_ROOT": str(root),
            "GOVLAKE_GRANTS_FILE": str(grants), "GOVLAKE_WORK_DIR": str(root / "work"),
            "GOVLAKE_TOKEN_KEY": "5a" * 32}
@@ -62,6 +78,8 @@ def svc(tmp_path_factory):
     (root / "config" / "approvers.yml").write_text(
         "departments:\n  公安: [王建国]\n  民政: [李秀英, 周平]\n", encoding="utf-8")
     rows = S.people(ROWS)
+    for i, r in enumerate(rows):
+        r["ethnicity_code"] = ETHNICITIES[i % len(ETHNICITIES)] if i % 50 else "37"  # 37: a small group
     S.publish(lake, "population_base", rows)
     S.publish(lake, "marriage_household_check", [
         {"id_number": r["id_number"], "name": r["name"], "household_status_code": "20",
@@ -72,6 +90,7 @@ def svc(tmp_path_factory):
         ("mz-app", "app", "mz_analyst", "民政", "婚姻登记系统"),
         ("tj-analyst", "analyst", "stats_public", "统计", "周平"),
         ("portal", "citizen_portal", "stats_public", "数据管理局", "市民门户"),
+        ("tj-stats", "analyst", "stats_agg", "统计", "统计汇总员"),
         ("ga-approver", "approver", None, "公安", "王建国"),
         ("mz-approver", "approver", None, "民政", "李秀英"),
         ("mz-approver-zp", "approver", None, "民政", "周平"),
@@ -88,8 +107,12 @@ def svc(tmp_path_factory):
 
 
 def token(svc, cid: str) -> str:
-    r = httpx.post(svc["url"] + "/v1/oauth/token", data={
-        "grant_type": "client_credentials", "client_id": cid, "client_secret": svc["creds"][cid]})
+    for _ in range(20):  # like a real client, wait out a rate limit
+        r = httpx.post(svc["url"] + "/v1/oauth/token", data={
+            "grant_type": "client_credentials", "client_id": cid, "client_secret": svc["creds"][cid]})
+        if r.status_code != 429:
+            break
+        time.sleep(float(r.headers["Retry-After"]))
     assert r.status_code == 200, r.text
     return r.json()["access_token"]
 
@@ -501,3 +524,53 @@ def test_per_person_access_records(svc):
     out = subprocess.run([GOVLAKE, "accesses", "--id-number", p["id_number"], "--json"], env=env,
                          capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == after
+
+
+def test_statistics_role_counts_groups_and_suppresses_small_cells(svc):
+    """An aggregate-only role counts people by gender, ethnicity, age band and division; cells
+    under k=10 are removed (and counted); row-level queries, lookups and verifications are refused."""
+    from collections import Counter
+
+    rows = svc["rows"]
+
+    def q(sql):
+        r = call(svc, "tj-stats", "/v1/query", {"sql": sql, "purpose": "人口统计分析", "limit": None})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def expected(key):
+        c = Counter(key(r) for r in rows)
+        return {k: n for k, n in c.items() if n >= 10}, sum(1 for n in c.values() if n < 10)
+
+    for col in ("gender_code", "ethnicity_code", "division_code"):
+        j = q(f"select {col}, count(*) as n from population_base group by 1")
+        want, small = expected(lambda r: r[col])
+        assert {k: n for k, n in j["rows"]} == want, col
+        assert j["suppressed_groups"] == small and j["min_group_size"] == 10
+    assert "37" not in {k for k, _ in q("select ethnicity_code, count(*) from population_base group by 1")["rows"]}
+    # age band from the generalized birth date (its year)
+    j = q("select (2026 - cast(birth_date as integer)) // 10 * 10 as band, count(*) from population_base group by 1")
+    want, small = expected(lambda r: (2026 - int(r["birth_date"][:4])) // 10 * 10)
+    assert {k: n for k, n in j["rows"]} == want and j["suppressed_groups"] == small
+    # the address is generalized to its county division; the phone and name are withheld
+    j = q("select address, count(*) from population_base group by 1")
+    assert {k for k, _ in j["rows"]} == {name for _, name in S.DIVISIONS}
+    j = q("select count(phone) as p, count(name) as n, count(*) as all_ from population_base")
+    assert j["rows"] == [[0, 0, len(rows)]]
+    # a narrow filter that singles out one person: suppressed, not answered
+    p = rows[3]
+    j = q(f"select count(*) from population_base where birth_date = '{p['birth_date'][:4]}' "
+          f"and division_code = '{p['division_code']}' and gender_code = '{p['gender_code']}'")
+    assert j["rows"] == [] or j["rows"][0][0] >= 10
+    # row-level forms are refused
+    for sql in ("select * from population_base",
+                "select distinct ethnicity_code from population_base",
+                "select gender_code, sum(case when ethnicity_code = '37' then 1 else 0 end) from population_base group by 1",
+                "select gender_code, count(*) filter (where ethnicity_code = '37') from population_base group by 1",
+                "select ethnicity_code, count(*) over () from population_base"):
+        body = problem(call(svc, "tj-stats", "/v1/query", {"sql": sql, "purpose": "人口统计分析"}), 422)
+        assert "aggregate" in body["detail"] or "group" in body["detail"], body
+    problem(call(svc, "tj-stats", "/v1/resources/population_base/lookup",
+                 {"purpose": "人口统计分析", "key": p["id_number"]}), 403)
+    problem(call(svc, "tj-stats", "/v1/verify", {"resource": "population_base", "purpose": "人口统计分析",
+                                                 "claims": [{"id_number": p["id_number"], "name": p["name"]}]}), 403)

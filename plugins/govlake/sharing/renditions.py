@@ -289,6 +289,20 @@ def column_steps(c: ColumnPlan, internal: bool, prefix: str, guard: bool = True)
         unsafe = lit("[^" + _tables()["safe"] + "]")
         msg = lit(f"__unsafe__:{c.column}")
         v = b.let(f"CASE WHEN regexp_matches({v}, {unsafe}) THEN error({msg}) ELSE {v} END")
+    if c.treatment == "generalize":
+        rule = masking.GENERALIZATION.get(c.element)
+        if rule == "keep":
+            return b, col
+        if rule is None:
+            return b, "CAST(NULL AS VARCHAR)"
+        s = _strip(b, v)
+        if rule == "year":
+            year = b.let(f"regexp_extract({s}, {lit('^([' + _tables()['decimal'] + ']{4})')}, 1)")
+            body = f"CASE WHEN {year} <> '' THEN {year} ELSE NULL END"
+        else:  # county: the address's province/city/county names, nothing finer
+            county = b.let(_address(s).removesuffix(" || '****'"))
+            body = f"CASE WHEN {county} <> '' THEN {county} ELSE NULL END"
+        return b, f"CASE WHEN {col} IS NULL THEN NULL ELSE {body} END"
     if c.treatment == "mask":
         body = mask_steps(b, c.element, v, internal)
     elif c.treatment == "token":

@@ -490,6 +490,10 @@ def create_app(settings: Settings) -> FastAPI:
                                           settings.query_timeout)
             a = query.analyze(body.sql)
             auth = query.authorize(svc.lake, role, body.purpose, a.tables, base=base, meta=svc.meta())
+            run_sql = body.sql
+            if auth.role.aggregate_only:
+                run_sql = query.aggregate_sql(body.sql)
+                base["aggregate_only"] = {"min_group_size": auth.role.min_group_size}
             if not svc.query_slots.acquire(timeout=timeout):
                 raise Problem(429, "busy", f"{settings.max_concurrent_queries} queries are running; retry",
                               headers={"Retry-After": "1"})
@@ -511,8 +515,13 @@ def create_app(settings: Settings) -> FastAPI:
         timer = threading.Timer(timeout, con.interrupt)
         timer.start()
         try:
-            rel = con.sql(body.sql)
+            rel = con.sql(run_sql)
             reader = rel.to_arrow_reader(10_000)
+            if auth.role.aggregate_only:  # groups only: small; suppress those under k, then stream
+                table, base["suppressed_groups"] = query.suppress(reader.read_all(), auth.role.min_group_size)
+                header["suppressed_groups"] = base["suppressed_groups"]
+                header["min_group_size"] = auth.role.min_group_size
+                reader = pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
             first = reader.read_next_batch()
         except StopIteration:
             first = None
@@ -595,6 +604,7 @@ def create_app(settings: Settings) -> FastAPI:
                 raise query.QueryRefused(f"resource {resource}", "has no lookup interface (no such resource "
                                          "or no key declared)")
             auth = query.authorize(svc.lake, role, body.purpose, [resource], base=base, meta=svc.meta())
+            _row_level(auth, "lookup")
             version = auth.wanted[resource]
             base_file = query.product_file(svc.lake, resource, version)
             plan, _ = query.plan_for(auth, resource, query.column_names(base_file))
@@ -664,6 +674,7 @@ def create_app(settings: Settings) -> FastAPI:
                 raise query.QueryRefused(f"resource {resource}", "has no verification interface")
             keycol, allowed = iface["key"], list(iface["verify"])
             auth = query.authorize(svc.lake, role, body.purpose, [resource], base=base, meta=svc.meta())
+            _row_level(auth, "verification")
             version = auth.wanted[resource]
             g = auth.approved.get(resource)
             if g is not None and g.columns is not None:
@@ -803,6 +814,12 @@ def _public(obj) -> dict:
 
 
 MAX_PERSONS_PER_REQUEST = 100_000
+
+
+def _row_level(auth, what: str) -> None:
+    if auth.role.aggregate_only:
+        raise query.QueryRefused(f"role {auth.role.name} {what}", "the role is aggregate-only (statistics): "
+                                 "it reads counted groups, never individual records")
 
 
 def _person_columns(names: list[str], auth, meta: dict) -> list[str]:
