@@ -166,7 +166,7 @@ def test_standardized_layer_multiple_models_in_one_run(lake):
     tax = write(lake.candidate(RUN) / "stg_tax__taxpayer_registration.parquet", sql)
     q = write(lake.candidate(RUN) / "quarantine_rows.parquet",
               "select 'tax' as dept, 'taxpayer_registration' as dataset, 'b1' as _batch_id, "
-              "'f.csv' as _source_file, 9 as _row_number, 'uscc_check' as rule, 'uscc' as column, "
+              "'f.csv' as _source_file, 9 as _row_number, 'uscc.check_char' as rule, 'uscc' as column, "
               "'91350200MA2YJ1XR9A' as original_value, 'MOD 31 check character' as message")
     res = gate.validate(lake, "standardized",
                         {"stg_tax__taxpayer_registration": tax, "quarantine_rows": q}, RUN)
