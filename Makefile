@@ -12,12 +12,12 @@ DATE ?= $(shell date +%F)
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml requirements/constraints.txt
+$(STAMP): pyproject.toml requirements/constraints.txt docker/constraints-deploy.txt
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo ">> installing govlake and pinned dependencies into $(VENV) (about a minute)"
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
-	$(BIN)/python -m pip install -q -c requirements/constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install -q -c requirements/constraints.txt -c docker/constraints-deploy.txt -e ".[dev]"
 	@touch $(STAMP)
 
 demo: venv
