@@ -459,12 +459,34 @@ def cli_demo(args) -> int:
 
     key = masking.ensure_local_key()
     rc = cli_run(type("A", (), {"date": args.date, "only": None, "wait": False})())
-    print(f"demo finished in {time.monotonic() - t0:.1f} s")
-    print(f"join-token key (local, not committed): {key}")
-    print("try, as an analyst (masked per role, audited):")
-    print('  .venv/bin/govlake query --role ga_population_analyst --purpose 人口信息核查 '
-          '"select * from marriage_household_check limit 5"')
-    print('  .venv/bin/govlake query --role tj_public_statistics --purpose 人口统计分析 '
-          '"select division_code, count(*) as people from population_base group by 1 order by 2 desc limit 5"')
-    print("  .venv/bin/govlake catalog ; .venv/bin/govlake status ; .venv/bin/govlake audit verify")
-    return rc
+    from rich.console import Console
+
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    share_rc = 1
+    if rc == 0:
+        from govlake.sharing.service import demo as sharing_demo
+
+        share_rc = sharing_demo.run(console)
+    from govlake import ops
+
+    health = ops.compute(lake)
+    print(f"demo finished in {time.monotonic() - t0:.1f} s; join-token key (local, not committed): {key}")
+    print("next: govlake serve & then govlake query / govlake verify with a demo client's credentials "
+          "(README: 'Analysts and department systems'); govlake catalog; govlake status; govlake audit verify")
+    ok = rc == 0 and share_rc == 0 and health.healthy
+    if ok:
+        console.print(f"[bold green]OK[/bold green] pipeline published, sharing service answered, "
+                      f"互联互通率 {health.rate:.1%} ({health.on_time_departments} of "
+                      f"{health.registered_departments} departments on time), audit {audit_state(lake)}")
+    else:
+        console.print(f"[bold red]NOT OK[/bold red] pipeline rc={rc}, sharing demo rc={share_rc}, "
+                      f"healthy={health.healthy} — see govlake status")
+    return 0 if ok else 1
+
+
+def audit_state(lake) -> str:
+    from govlake import audit
+
+    v = audit.verify(lake)
+    return "verified" if v.ok else f"INVALID ({v.reason})"
+
