@@ -133,8 +133,9 @@ def test_products_published_audited_and_catalogued(pipeline):
 
 
 def test_failed_shared_gate_publishes_nothing(pipeline):
-    """A marriage event dated in the future passes staging but fails the shared suite
-    (latest_event_date <= today): the gate task fails naming the product, suite and
+    """A marriage event dated in the future but not after its delivery date (a delivery dated
+    2031-01-02: the standardized rule event_date.after_delivery lets it pass) fails the shared
+    suite (latest_event_date <= today): the gate task fails naming the product, suite and
     expectation; current stays at v=1; the candidate and the report are kept."""
     lake, _, _ = pipeline
     con = duckdb.connect()
@@ -151,11 +152,11 @@ def test_failed_shared_gate_publishes_nothing(pipeline):
     w = csv.writer(buf)
     w.writerow(ds.column_names)
     w.writerow([row[c] for c in ds.column_names])
-    d = lake.landing(ds.dept, ds.name, "2026-11-25")
+    d = lake.landing(ds.dept, ds.name, "2031-01-02")
     d.mkdir(parents=True)
-    (d / "marriage_registration_20261125.csv").write_bytes(buf.getvalue().encode("utf-8-sig"))
+    (d / "marriage_registration_20310102.csv").write_bytes(buf.getvalue().encode("utf-8-sig"))
 
-    results = runner.run_pipeline("2026-11-25", progress=False)
+    results = runner.run_pipeline("2031-01-02", progress=False)
     tr, run_id = _transform(results)
     assert tr["state"] == "failed"
     assert tr["tasks"]["gate_shared"] == "failed" and tr["tasks"]["publish"] == "upstream_failed"
