@@ -1,5 +1,5 @@
 """The key index of the sharing service's fast path (govlake.sharing.service.fastpath) answers
-exactly what the service's DuckDB query answers today, row group by row group, for clear keys,
+exactly what the service's DuckDB query answers today, for clear keys,
 join tokens, duplicates, NULLs, Chinese values and keys that are absent; and it is rebuilt when
 ``current`` moves."""
 
@@ -9,7 +9,6 @@ import datetime as dt
 import random
 
 import duckdb
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -44,31 +43,21 @@ def _duck(path, cols, keycol, value):
     return [dict(zip(names, r)) for r in cur.fetchall()]
 
 
-def test_hash_of_one_value_equals_the_vectorised_hash():
-    values = ["110105198001010012", "", "张三", "v1:" + "ab" * 32, "a", "a\x00", None, "330106199912319999"]
-    h, pos = F.hash_array(pa.array(values))
-    assert list(pos) == [i for i, v in enumerate(values) if v is not None]
-    assert [int(x) for x in h] == [F.hash_key(values[i]) for i in pos]
-    assert len(set(int(x) for x in h)) == len(h)  # "a" and "a\0", "" all differ
-    # the fixed-width path (every value 18 bytes) and the general path agree
-    fixed = ["110105198001010012", "330106199912319999"]
-    assert [int(x) for x in F.hash_array(pa.array(fixed))[0]] == [F.hash_key(v) for v in fixed]
-
-
 def test_lookup_equals_duckdb_for_every_key_and_absent_keys(tmp_path):
     rows = _rows(1000)
     rows[500]["id_number"] = rows[10]["id_number"]  # a duplicated key (two rows) across row groups
     rows[600]["id_number"] = None  # a NULL key is never found
+    rows[700]["id_number"] = rows[10]["id_number"]  # three rows
     path = _write(tmp_path / "part-0.parquet", rows)
     idx = F.Index.for_version(tmp_path, "population_base", 1, "id_number", path)
-    assert idx.num_rows == 1000 and idx.pf.metadata.num_row_groups == 11
+    assert idx.num_rows == 1000 and idx.pf.metadata.num_row_groups == 1
     cols = ["id_number", "name", "birth_date", "division_code", "department_count"]
     rng = random.Random(3)
     sample = rng.sample([r["id_number"] for r in rows if r["id_number"]], 150) + [rows[10]["id_number"]]
     for key in sample:
         assert idx.lookup(key, cols) == _duck(path, cols, "id_number", key), key
     dup = idx.lookup(rows[10]["id_number"], ["name"])
-    assert sorted(d["name"] for d in dup) == sorted([rows[10]["name"], rows[500]["name"]])
+    assert sorted(d["name"] for d in dup) == sorted([rows[10]["name"], rows[500]["name"], rows[700]["name"]])
     for absent in ["110105190001010000", "", "1101051980010100", "张三"]:
         assert idx.lookup(absent, cols) == [] == _duck(path, cols, "id_number", absent)
     # Chinese values and dates come back as the DuckDB query returns them
@@ -103,44 +92,53 @@ def test_join_tokens_as_keys_variable_length(tmp_path):
     assert idx.lookup(rows[5]["k"] + "z", ["v"]) == [] == _duck(path, ["v"], "k", rows[5]["k"] + "z")
 
 
-def test_a_forced_hash_collision_never_returns_another_key(tmp_path, monkeypatch):
+def test_the_copy_is_reused_and_rebuilt_when_the_source_changes(tmp_path):
     rows = _rows(300)
     path = _write(tmp_path / "p.parquet", rows)
-    idx = F.Index.for_version(tmp_path, "population_base", 1, "id_number", path)
-    # every hash the same: every row is a candidate, only the real key's row is returned
-    idx.hashes = np.zeros_like(idx.hashes)
-    monkeypatch.setattr(F, "hash_key", lambda v: 0)
-    assert idx.lookup(rows[42]["id_number"], ["name"]) == [{"name": rows[42]["name"]}]
+    a = F.Index(path, "id_number")
+    assert a.built and a.copy_path.is_file() and a.pf.metadata.num_row_groups == 1
+    assert F.Index(path, "id_number").built is False  # up to date: not written again
+    changed = [dict(r) for r in rows]
+    changed[7]["name"] = "司马新"
+    _write(path, changed + _rows(3000)[-2900:])  # same path, other bytes, more rows
+    b = F.Index(path, "id_number")
+    assert b.built and b.num_rows == 3200 and b.pf.metadata.num_row_groups == 2
+    assert b.lookup(rows[7]["id_number"], ["name"]) == [{"name": "司马新"}]
 
 
-def test_index_is_built_once_and_dropped_when_current_moves(tmp_path):
+def test_index_is_built_once_and_dropped_when_current_moves(tmp_path, lake):
     rows = _rows(200)
     v1 = _write(tmp_path / "v1.parquet", rows)
     changed = [dict(r) for r in rows]
     changed[0]["name"] = "欧阳新名"
     v2 = _write(tmp_path / "v2.parquet", changed)
-    a = F.Index.for_version(tmp_path, "population_base", 1, "id_number", v1)
-    assert F.Index.for_version(tmp_path, "population_base", 1, "id_number", v1) is a
-    b = F.Index.for_version(tmp_path, "population_base", 2, "id_number", v2)
+    a = F.Index.for_version(lake, "population_base", 1, "id_number", v1)
+    assert F.Index.for_version(lake, "population_base", 1, "id_number", v1) is a
+    assert a.copy_path.is_relative_to(lake.meta_root / "service" / "lookup" / "population_base" / "v1")
+    b = F.Index.for_version(lake, "population_base", 2, "id_number", v2)
     assert a not in F.Index.held() and b in F.Index.held()
+    assert not a.copy_path.exists() and b.copy_path.is_file()  # the old version's copy is deleted
     assert b.lookup(rows[0]["id_number"], ["name"]) == [{"name": "欧阳新名"}]
     # another product's index is not touched by this product's move
-    c = F.Index.for_version(tmp_path, "other", 1, "id_number", v1)
+    c = F.Index.for_version(lake, "other", 1, "id_number", v1)
     v3 = _write(tmp_path / "v3.parquet", rows)
-    F.Index.for_version(tmp_path, "population_base", 3, "id_number", v3)
+    F.Index.for_version(lake, "population_base", 3, "id_number", v3)
     assert c in F.Index.held() and b not in F.Index.held()
 
 
-def test_memory_is_twelve_bytes_a_row(tmp_path):
-    rows = _rows(5000)
+def test_memory_is_one_key_per_row_group(tmp_path):
+    rows = _rows(9000)
     path = _write(tmp_path / "p.parquet", rows, row_group_size=1000)
     idx = F.Index.for_version(tmp_path, "population_base", 1, "id_number", path)
-    assert idx.nbytes <= 12 * 5000 + 8 * 10
+    assert idx.pf.metadata.num_row_groups == 5 and len(idx.first_keys) == 5
+    assert idx.first_keys == sorted(idx.first_keys) and idx.nbytes < 2000
+    for r in rows[::97]:  # keys at and around the row-group boundaries are found
+        assert idx.lookup(r["id_number"], ["name"]) == [{"name": r["name"]}]
 
 
 def test_bad_key_column_is_named(tmp_path):
     path = _write(tmp_path / "p.parquet", _rows(10))
     with pytest.raises(F.FastPathError, match=r"p\.parquet: no column 'uscc'"):
         F.Index(path, "uscc")
-    with pytest.raises(F.FastPathError, match="not text"):
+    with pytest.raises(F.FastPathError, match="department_count.*int64 is not text"):
         F.Index(path, "department_count")

@@ -2,98 +2,55 @@
 
 Today the service answers ``POST /v1/resources/{r}/lookup`` and ``POST /v1/verify`` with
 ``SELECT cols FROM read_parquet(?) WHERE key = ?`` on a fresh DuckDB scan per request: the
-footer is parsed, every row group's statistics are checked and, because the key is not the
-sort order of the file, most row groups are decoded. This module builds, once per
-(version file, key column), an index that maps a key to its row positions:
+footer is parsed, every row group's statistics are checked and, because the product file is
+not sorted by the key and its row groups are large (~110 k rows), most row groups are decoded
+(~25 ms a lookup at 1 M people, growing with the row count). Decoding one such row group with
+pyarrow costs ~40 ms by itself, so a hash index over the product file (key -> row position) does
+not help much: the row group is the smallest unit Parquet decodes.
 
-- ``hashes``: a sorted ``uint64`` array of a 64-bit FNV-1a hash of each key's UTF-8 bytes
-  (computed vectorised with numpy over the Arrow buffers, row group by row group);
-- ``rows``: the ``uint32`` row position of each hash, in the same order;
-- the row-group start offsets.
+So the fast path keeps, per (version file, key column), a **lookup copy**: the same rows
+sorted by the key, written by DuckDB in row groups of ``ROW_GROUP_ROWS`` (2048) rows, in the
+service's private state (``<lake meta>/service/lookup/<product>/v<N>/``; a sidecar JSON records
+the source file's size and mtime, and a stale or partial copy is rebuilt). In memory the index
+holds only the first key of each row group (about 5,000 strings at 10 M rows: well under 1 MB,
+``Index.nbytes``) and the open ``ParquetFile`` (footer parsed once). A lookup bisects the first
+keys, reads the one (or, for a key repeated across a boundary, few) 2048-row row group(s) with
+the requested columns (``read_row_group``), and keeps the rows whose key equals the value.
+Decoded row groups are kept in a small LRU (``GOVLAKE_FASTPATH_CACHE_MB``, default 64 MB for all
+indexes together). A verification batch reads each row group it needs once (``rows_for``).
 
-So the index costs 12 bytes a row (120 MB at 10 M rows; ``Index.nbytes``), whatever the key's
-length (an 18-digit ID number or a 70-character join token). A lookup hashes the value,
-``searchsorted``-s the hash, maps each position to its row group and reads only that row
-group's requested columns (``pq.ParquetFile.read_row_group`` on a file kept open, footer parsed
-once) plus the key column, then ``take``-s the rows and keeps only those whose key is really the
-value (so a hash collision can never return another person's row). Decoded row groups are kept
-in a small LRU (``cache_bytes``, default 64 MB for all indexes together) because a row group is
-the smallest unit Parquet can decode.
+The copy is built on first use, under a lock (one build per file even when requests race);
+DuckDB sorts with ``memory_limit`` 512 MB and spills to the copy's folder, so the build is
+bounded in memory (about 4 s at 1 M rows; it could equally be done at publication). A copy
+survives a restart. ``Index.for_version`` drops the indexes (and deletes the copies) of the same
+product's older versions when ``current`` moves on, so one version per product is held.
 
-Indexes are built lazily, on the first request for a version, under a lock (one build per
-version even with concurrent requests), and held in a process-wide registry keyed by the file
-and key column. ``Index.for_version`` drops the indexes of the same product's other versions
-when ``current`` moves, so at most one version per product is held.
+Keys compare as DuckDB sorts VARCHAR: by UTF-8 bytes, which is Python's code-point order. NULL
+keys sort last and are never found (``key = ?`` never matches NULL).
 
 Nothing here decides access: the caller (the service) authorises the request, chooses the file
-(the base file or a masked rendition) and the columns, exactly as for the DuckDB query. The
-answer is the same rows (as Python values: ``str``, ``datetime.date``, ``int``...).
+(the base file or a masked rendition) and the columns, exactly as for the DuckDB query; the
+answer is the same rows, as the same Python values (``str``, ``datetime.date``, ``int``...).
 """
-
 from __future__ import annotations
 
+import bisect
+import json
 import os
+import sys
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
-
-FNV_OFFSET = 0xCBF29CE484222325
-FNV_PRIME = 0x100000001B3
-_MASK = (1 << 64) - 1
-
 
 class FastPathError(ValueError):
     """The index cannot be built for this file or column; the message names both."""
-
-
-# ---- hashing ---------------------------------------------------------------------------------
-def hash_key(value: str | bytes) -> int:
-    """The 64-bit FNV-1a hash of a key's UTF-8 bytes, then mixed with its length (the same
-    arithmetic as ``hash_array``)."""
-    b = value.encode("utf-8") if isinstance(value, str) else bytes(value)
-    h = FNV_OFFSET
-    for ch in b:
-        h = ((h ^ ch) * FNV_PRIME) & _MASK
-    return ((h ^ len(b)) * FNV_PRIME) & _MASK
-
-
-def hash_array(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(hashes of the non-null values, their positions in ``arr``) for a string/binary array."""
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type) or pa.types.is_binary(arr.type)
-            or pa.types.is_large_binary(arr.type) or pa.types.is_string_view(arr.type)):
-        raise FastPathError(f"key column of type {arr.type} is not text")
-    arr = arr.cast(pa.large_binary())
-    n = len(arr)
-    bufs = arr.buffers()
-    offsets = np.frombuffer(bufs[1], dtype=np.int64)[arr.offset: arr.offset + n + 1]
-    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(1, np.uint8)
-    starts, lengths = offsets[:-1], np.diff(offsets)
-    h = np.full(n, FNV_OFFSET, dtype=np.uint64)
-    prime = np.uint64(FNV_PRIME)
-    maxlen = int(lengths.max()) if n else 0
-    if n and int(lengths.min()) == maxlen and maxlen > 0 and np.array_equal(starts, starts[0] + np.arange(n) * maxlen):
-        mat = data[starts[0]: starts[0] + n * maxlen].reshape(n, maxlen)  # fixed width: no gather
-        for j in range(maxlen):
-            h ^= mat[:, j]
-            h *= prime
-    elif n and maxlen:
-        last = max(len(data) - 1, 0)
-        for j in range(maxlen):
-            active = lengths > j
-            nxt = (h ^ data[np.minimum(starts + j, last)]) * prime
-            h = np.where(active, nxt, h)
-    h ^= lengths.astype(np.uint64)
-    h *= prime
-    valid = np.ones(n, dtype=bool) if arr.null_count == 0 else np.asarray(arr.is_valid())
-    pos = np.nonzero(valid)[0]
-    return h[pos], pos
 
 
 # ---- the decoded row-group cache -------------------------------------------------------------
@@ -130,9 +87,9 @@ class _RowGroupCache:
                 _, old = self._d.popitem(last=False)
                 self._bytes -= old.nbytes
 
-    def drop(self, path: str) -> None:
+    def drop(self, path) -> None:
         with self._lock:
-            for k in [k for k in self._d if k[0] == path]:
+            for k in [k for k in self._d if k[0] == str(path)]:
                 self._bytes -= self._d.pop(k).nbytes
 
     @property
@@ -151,52 +108,100 @@ CACHE = _RowGroupCache(_cache_budget())
 
 
 # ---- the index -------------------------------------------------------------------------------
+ROW_GROUP_ROWS = 2048
+BUILD_MEMORY = "512MB"
+
+
 class Index:
-    """Key -> row positions of one Parquet file (a published version or one of its renditions)."""
+    """Key -> rows of one Parquet file (a published version or one of its renditions), through
+    its key-sorted lookup copy."""
 
     _registry: dict[tuple[str, str], "Index"] = {}
-    _current: dict[tuple[str, str], int] = {}  # (lake root, product) -> version held
-    _lock = threading.Lock()
-    _building: dict[tuple[str, str], threading.Lock] = {}
+    _current: dict[tuple[str, str], int] = {}  # (lake root, product) -> newest version held
     _owner: dict[tuple[str, str], tuple[str, str, int]] = {}  # index key -> (lake root, product, version)
+    _building: dict[tuple[str, str], threading.Lock] = {}
+    _lock = threading.Lock()
 
-    def __init__(self, path: Path | str, key_column: str, *, product: str = "", version: int | None = None):
+    def __init__(self, path: Path | str, key_column: str, *, copy_dir: Path | str | None = None,
+                 product: str = "", version: int | None = None):
         self.path = str(path)
         self.key_column = key_column
         self.product, self.version = product, version
-        self.pf = pq.ParquetFile(self.path, memory_map=True)
-        names = self.pf.schema_arrow.names
+        src = pq.ParquetFile(self.path)
+        names = src.schema_arrow.names
         if key_column not in names:
             raise FastPathError(f"{self.path}: no column {key_column!r} (columns: {', '.join(names)})")
+        ktype = src.schema_arrow.field(key_column).type
+        if not (pa.types.is_string(ktype) or pa.types.is_large_string(ktype) or pa.types.is_string_view(ktype)):
+            raise FastPathError(f"{self.path}: key column {key_column!r} of type {ktype} is not text")
+        self.source_rows = src.metadata.num_rows
+        src.close()
+        self.columns = names
+        folder = Path(copy_dir) if copy_dir else Path(self.path).parent / "_lookup"
+        self.copy_path = folder / f"{Path(self.path).stem}.by_{key_column}.parquet"
+        t0 = time.perf_counter()
+        self.built = self._ensure_copy()
+        self.build_s = time.perf_counter() - t0
+        self.pf = pq.ParquetFile(str(self.copy_path), memory_map=True)
         md = self.pf.metadata
         counts = [md.row_group(i).num_rows for i in range(md.num_row_groups)]
         self.rg_starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        self.num_rows = int(self.rg_starts[-1])
-        if self.num_rows >= 2**32:
-            raise FastPathError(f"{self.path}: {self.num_rows} rows exceed the index's uint32 positions")
-        hs, ps = [], []
-        for i in range(md.num_row_groups):
-            col = self.pf.read_row_group(i, columns=[key_column]).column(0)
-            h, pos = hash_array(col)
-            hs.append(h)
-            ps.append((pos + self.rg_starts[i]).astype(np.uint32))
-        hashes = np.concatenate(hs) if hs else np.zeros(0, np.uint64)
-        rows = np.concatenate(ps) if ps else np.zeros(0, np.uint32)
-        del hs, ps
-        order = np.argsort(hashes, kind="stable")
-        self.hashes = hashes[order]
-        del hashes
-        self.rows = rows[order]
-        del rows, order
-        self._lock = threading.Lock()
+        if int(self.rg_starts[-1]) != self.source_rows:
+            raise FastPathError(f"{self.copy_path}: {int(self.rg_starts[-1])} rows, the source "
+                                f"{self.path} has {self.source_rows}")
+        firsts: list[str] = []
+        for i in range(md.num_row_groups):  # the first key of each row group; NULLs sort last
+            k = self.pf.read_row_group(i, columns=[key_column]).column(0)[0].as_py()
+            if k is None:
+                break
+            firsts.append(k)
+        self.first_keys = firsts
+        self.num_rows = self.source_rows
+
+    # -- the lookup copy
+    def _stamp(self) -> dict:
+        st = os.stat(self.path)
+        return {"source": self.path, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "rows": self.source_rows,
+                "key": self.key_column, "row_group_rows": ROW_GROUP_ROWS}
+
+    def _ensure_copy(self) -> bool:
+        """Write the key-sorted copy unless an up-to-date one exists; True when written."""
+        import duckdb
+
+        side = self.copy_path.with_suffix(".json")
+        want = self._stamp()
+        if self.copy_path.is_file() and side.is_file():
+            try:
+                if json.loads(side.read_text(encoding="utf-8")) == want:
+                    return False
+            except (OSError, ValueError):
+                pass
+        self.copy_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = self.copy_path.with_name(f".{self.copy_path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        spill = self.copy_path.parent / ".spill"
+        con = duckdb.connect(":memory:", config={"threads": 2, "memory_limit": BUILD_MEMORY,
+                                                 "temp_directory": str(spill), "preserve_insertion_order": True})
+        try:
+            k = '"' + self.key_column.replace('"', '""') + '"'
+            # rows of one key stay in file order: the order the DuckDB query returns them in
+            con.execute(f"COPY (SELECT * EXCLUDE (file_row_number) FROM read_parquet(?, file_row_number = true) "
+                        f"ORDER BY {k} NULLS LAST, file_row_number) TO '{tmp}' "
+                        f"(FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP_ROWS}, COMPRESSION zstd)", [self.path])
+        finally:
+            con.close()
+        os.replace(tmp, self.copy_path)
+        side.write_text(json.dumps(want, ensure_ascii=False), encoding="utf-8")
+        return True
 
     # -- the registry
     @classmethod
     def for_version(cls, lake, product: str, version: int, key_column: str, path: Path | str) -> "Index":
         """The index of ``path`` (a file of ``product`` version ``version``) on ``key_column``,
-        built on first use; the indexes of other versions of the product are dropped."""
+        built on first use (its copy under ``<lake meta>/service/lookup``); the indexes of the
+        product's older versions are dropped when a newer one is asked for."""
         key = (str(path), key_column)
         root = str(getattr(lake, "root", lake))
+        meta = getattr(lake, "meta_root", None)
         with cls._lock:
             idx = cls._registry.get(key)
             if idx is not None:
@@ -204,29 +209,37 @@ class Index:
             held = cls._current.get((root, product))
             if held is None or version > held:  # current moved on: drop the older versions
                 if held is not None:
-                    cls._drop(root, product, keep=version)
+                    cls._drop(root, product, keep=version, meta=meta)
                 cls._current[(root, product)] = version
             build_lock = cls._building.setdefault(key, threading.Lock())
         with build_lock:  # one build per file even when requests race
             with cls._lock:
                 idx = cls._registry.get(key)
             if idx is None:
-                idx = cls(path, key_column, product=product, version=version)
+                copy_dir = (Path(meta) / "service" / "lookup" / product / f"v{version}") if meta else None
+                idx = cls(path, key_column, copy_dir=copy_dir, product=product, version=version)
                 with cls._lock:
                     cls._registry[key] = idx
-                    cls._building.pop(key, None)
                     cls._owner[key] = (root, product, version)
+                    cls._building.pop(key, None)
         return idx
 
     @classmethod
-    def _drop(cls, root: str, product: str, keep: int) -> None:
+    def _drop(cls, root: str, product: str, keep: int, meta=None) -> None:
+        import shutil
+
         for k, (r, p, v) in list(cls._owner.items()):
             if r == root and p == product and v != keep:
                 idx = cls._registry.pop(k, None)
                 cls._owner.pop(k, None)
                 if idx is not None:
-                    CACHE.drop(idx.path)
+                    CACHE.drop(idx.copy_path)
                     idx.pf.close()
+        if meta is not None:  # the copies of older versions, also those of a previous process
+            base = Path(meta) / "service" / "lookup" / product
+            for d in (base.iterdir() if base.is_dir() else []):
+                if d.is_dir() and d.name[1:].isdigit() and int(d.name[1:]) < keep:
+                    shutil.rmtree(d, ignore_errors=True)
 
     @classmethod
     def held(cls) -> list["Index"]:
@@ -237,7 +250,7 @@ class Index:
     def clear(cls) -> None:
         with cls._lock:
             for idx in cls._registry.values():
-                CACHE.drop(idx.path)
+                CACHE.drop(idx.copy_path)
             cls._registry.clear()
             cls._owner.clear()
             cls._current.clear()
@@ -245,65 +258,64 @@ class Index:
     # -- reading
     @property
     def nbytes(self) -> int:
-        """Memory held by the index itself (the row-group cache is ``CACHE.nbytes``)."""
-        return int(self.hashes.nbytes + self.rows.nbytes + self.rg_starts.nbytes)
+        """Memory held by the index itself (first keys; the row-group LRU is ``CACHE.nbytes``)."""
+        return int(sum(sys.getsizeof(k) for k in self.first_keys) + sys.getsizeof(self.first_keys)
+                   + self.rg_starts.nbytes)
 
-    def positions(self, value: str) -> np.ndarray:
-        """Candidate row positions of ``value`` (hash matches; confirmed when read)."""
-        h = np.uint64(hash_key(value))
-        lo = int(np.searchsorted(self.hashes, h, side="left"))
-        hi = int(np.searchsorted(self.hashes, h, side="right"))
-        return self.rows[lo:hi]
+    def groups_of(self, value: str) -> range:
+        """The row groups that can hold ``value``."""
+        lo = bisect.bisect_left(self.first_keys, value) - 1
+        hi = bisect.bisect_right(self.first_keys, value) - 1
+        return range(max(lo, 0), hi + 1) if hi >= 0 else range(0)
 
     def _row_group(self, rg: int, columns: tuple[str, ...]) -> pa.Table:
-        ck = (self.path, rg, columns)
+        ck = (str(self.copy_path), rg, columns)
         t = CACHE.get(ck)
         if t is None:
             t = self.pf.read_row_group(rg, columns=list(columns))
             CACHE.put(ck, t)
         return t
 
-    def _read(self, positions: Iterable[int], columns: list[str]) -> list[tuple[str, tuple]]:
-        """(key, row tuple of ``columns``) for each position, grouped by row group, in order."""
-        pos = np.asarray(sorted(set(int(p) for p in positions)), dtype=np.int64)
-        if len(pos) == 0:
-            return []
-        missing = [c for c in columns if c not in self.pf.schema_arrow.names]
+    def _read(self, values: set[str], columns: list[str]) -> list[tuple[str, tuple]]:
+        """(key, row tuple of ``columns``) of every row whose key is in ``values``."""
+        missing = [c for c in columns if c not in self.columns]
         if missing:
             raise FastPathError(f"{self.path}: no column {', '.join(missing)}")
+        by_group: dict[int, list[str]] = {}
+        for v in values:
+            if isinstance(v, str):
+                for g in self.groups_of(v):
+                    by_group.setdefault(g, []).append(v)
         need = tuple(dict.fromkeys([self.key_column, *columns]))
-        rgs = np.searchsorted(self.rg_starts, pos, side="right") - 1
         out: list[tuple[str, tuple]] = []
-        for rg in np.unique(rgs):
-            local = pos[rgs == rg] - self.rg_starts[rg]
-            t = self._row_group(int(rg), need).take(pa.array(local))
-            keys = t.column(self.key_column).to_pylist()
-            cols = [t.column(c).to_pylist() for c in columns]
-            for i, k in enumerate(keys):
-                out.append((k, tuple(c[i] for c in cols)))
+        for g in sorted(by_group):
+            t = self._row_group(g, need)
+            keys = t.column(self.key_column)
+            mask = pc.is_in(keys, value_set=pa.array(by_group[g], type=keys.type))
+            hit = t.filter(mask)
+            if hit.num_rows == 0:
+                continue
+            ks = hit.column(self.key_column).to_pylist()
+            cols = [hit.column(c).to_pylist() for c in columns]
+            out.extend((k, tuple(c[i] for c in cols)) for i, k in enumerate(ks))
         return out
 
     def lookup(self, value: str, columns: list[str] | None = None) -> list[dict]:
         """The rows whose key is ``value``, as dicts of ``columns`` (default: every column)."""
-        columns = list(columns) if columns is not None else list(self.pf.schema_arrow.names)
-        return [dict(zip(columns, row)) for k, row in self._read(self.positions(value), columns) if k == value]
+        columns = list(columns) if columns is not None else list(self.columns)
+        return [dict(zip(columns, row)) for _, row in self._read({value}, columns)]
 
     def rows_for(self, keys: Iterable[str], columns: list[str]) -> dict[str, list[tuple]]:
         """key -> the tuples of ``columns`` of its rows, for the keys that exist (a batch of
         verifications reads each row group once)."""
-        wanted = {k for k in keys if k is not None}
-        cand: list[int] = []
-        for k in wanted:
-            cand.extend(int(p) for p in self.positions(k))
         found: dict[str, list[tuple]] = {}
-        for k, row in self._read(cand, columns):
-            if k in wanted:
-                found.setdefault(k, []).append(row)
+        for k, row in self._read({k for k in keys if k is not None}, columns):
+            found.setdefault(k, []).append(row)
         return found
 
     def __repr__(self) -> str:
         return (f"Index({self.product or self.path} v{self.version}, {self.key_column}, {self.num_rows} rows, "
-                f"{self.pf.metadata.num_row_groups} row groups, {self.nbytes / 2**20:.1f} MB)")
+                f"{self.pf.metadata.num_row_groups} row groups, {self.nbytes / 2**10:.0f} KiB)")
 
 
 def equivalent_sql(columns: list[str], key_column: str) -> str:
@@ -314,4 +326,4 @@ def equivalent_sql(columns: list[str], key_column: str) -> str:
             f"WHERE {masking.sql_ident(key_column)} = ?")
 
 
-__all__ = ["Index", "FastPathError", "hash_key", "hash_array", "CACHE", "equivalent_sql"]
+__all__ = ["Index", "FastPathError", "CACHE", "equivalent_sql", "ROW_GROUP_ROWS"]
