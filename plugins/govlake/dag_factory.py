@@ -7,6 +7,7 @@ dataset (schedule from its update cycle, owner, docs) comes from ``govlake.metad
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 from govlake import metadata
 
@@ -167,7 +168,11 @@ def build_transform_dag():
         max_active_runs=1,
         max_active_tasks=1,
         tags=["layer:standardized", "layer:shared", "layer:published", "transform"],
-        default_args={"owner": "govlake-platform", "retries": 0, **_alert_callbacks()},
+        # a deployment retries a task lost with its worker (GOVLAKE_TRANSFORM_RETRIES, set to 1 in
+        # docker-compose.yml and the local cluster); the embedded run fails fast and the next
+        # `govlake run` finishes the unpublished work
+        default_args={"owner": "govlake-platform", "retries": int(os.environ.get("GOVLAKE_TRANSFORM_RETRIES", "0")),
+                      "retry_delay": dt.timedelta(seconds=20), **_alert_callbacks()},
         doc_md=doc,
     )
     with dag:

@@ -208,6 +208,7 @@ def cluster_env(cluster: Cluster, process: str | None = None) -> dict[str, str]:
     env.update({
         "AIRFLOW_HOME": str(cluster.airflow_home),
         "GOVLAKE_WORK_DIR": str(config.work_dir()),
+        "GOVLAKE_TRANSFORM_RETRIES": "1",  # a transform task lost with its worker runs again on another
         # --- executor, metadata DB, broker (as in docker-compose.yml)
         "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://{pg}",
