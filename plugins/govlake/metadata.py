@@ -49,6 +49,7 @@ class Column:
     required: bool = False
     value_map: str | None = None
     description: str = ""
+    withheld: bool = False  # never shared (products.py: allowed above L2 in a 无条件共享 resource)
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,12 @@ class Dataset:
     @property
     def id(self) -> str:
         return f"{self.dept}.{self.name}"
+
+    @property
+    def resource(self) -> str:
+        """Name of the dataset's shared resource (信息资源): the standardized rows of its current
+        state, published like a product (govlake.products.dataset_product)."""
+        return f"ds_{self.dept}__{self.name}"
 
     @property
     def schedule(self) -> str:
@@ -141,6 +148,7 @@ def _parse_file(path: Path) -> list[Dataset]:
                         required=bool(cmeta.get("required", False)),
                         value_map=cmeta.get("value_map"),
                         description=col.get("description", ""),
+                        withheld=cmeta.get("withheld") in (True, "true", "yes", 1),
                     )
                 )
             if not cols:
@@ -180,6 +188,11 @@ def _parse_file(path: Path) -> list[Dataset]:
                 )
             )
     return out
+
+
+def parse_sources_file(path: Path) -> list[Dataset]:
+    """The datasets one source YAML file declares (raises MetadataError naming the file)."""
+    return _parse_file(Path(path))
 
 
 @lru_cache(maxsize=8)
