@@ -23,7 +23,7 @@ from pathlib import Path
 
 import duckdb
 
-from govlake import metadata
+from govlake import config, metadata
 from govlake.ledger import Ledger
 from govlake.storage import Lake
 
@@ -48,10 +48,14 @@ def staging_models() -> list[str]:
 def shared_products(dbt_dir: Path | None = None) -> list[str]:
     from govlake import products
 
-    # products dbt builds (a model SQL beside the YAML); others, e.g. department_connectivity, are
-    # built by their own DAG
+    # products dbt builds (a model SQL beside the YAML) and the department resources (one per
+    # dataset, models/shared/resources/<name>.sql, docs/adr/0015); others, e.g.
+    # department_connectivity, are built by their own DAG
+    base = Path(dbt_dir) if dbt_dir else config.dbt_project_dir()
+    resource_models = {p.stem for p in (base / "models" / "shared" / "resources").glob("*.sql")}
     return sorted(name for name, p in products.load(dbt_dir).items()
-                  if (Path(p.yaml_path).parent / f"{name}.sql").exists())
+                  if (Path(p.yaml_path).parent / f"{name}.sql").exists()
+                  or (p.dataset and name in resource_models))
 
 
 def _gate_pickle(lake: Lake, run_id: str, layer: str) -> Path:
@@ -281,23 +285,44 @@ def unchanged_publication(lake: Lake, product: str, candidate_file: Path, inputs
     return manifest if digest == files[0]["sha256"] else None
 
 
+def refuse_withheld(product: str, candidate: Path, meta) -> None:
+    """A column the product metadata declares withheld (``withheld: true``, docs/adr/0015) must
+    not be in the file to publish: raise PublishError naming product, column and file."""
+    from govlake.publish import PublishError
+
+    withheld = {c.name for c in getattr(meta, "withheld", ())}
+    if not withheld or not Path(candidate).is_file():
+        return
+    con = duckdb.connect()
+    try:
+        names = {r[0] for r in con.execute("select name from parquet_schema(?)", [str(candidate)]).fetchall()}
+    finally:
+        con.close()
+    leaked = sorted(withheld & names)
+    if leaked:
+        raise PublishError(f"refusing to publish {product}: column(s) {', '.join(leaked)} are declared "
+                           f"withheld in {meta.yaml_path} but are in {candidate}")
+
+
 def publish_layer(lake: Lake, run_id: str) -> list[dict]:
     """Publish every shared product whose gate passed; audit each; rebuild the catalog.
 
     A product whose gated candidate is byte-identical to its current version, built from the
     same inputs, gets no new version: the audit log gets a ``publication_unchanged`` note and
     the product is reported with ``"unchanged": True``."""
-    from govlake import audit, catalog, publish
+    from govlake import audit, catalog, products, publish
     from govlake.dbt import output_path
 
     gate_result = pickle.loads(_gate_pickle(lake, run_id, "shared").read_bytes())
     inputs = live_inputs(lake)
     sources = product_sources(lake)
     published = []
+    meta = products.load()
     for product in shared_products():
         used = sources.get(product)
         p_inputs = [i for i in inputs if used is None or f"{i['dept']}.{i['dataset']}" in used]
         candidate = output_path(lake.candidate(run_id), product)
+        refuse_withheld(product, candidate, meta.get(product))
         sr = gate_result.suite_results.get(product)
         current = unchanged_publication(lake, product, candidate, p_inputs) if sr is not None and sr.success else None
         if current is not None:

@@ -1,0 +1,1 @@
+{{ govlake_resource('civil_affairs', 'marriage_registration') }}

@@ -1,0 +1,1 @@
+{{ govlake_resource('health', 'birth_certificate') }}

@@ -1,0 +1,1 @@
+{{ govlake_resource('human_resources', 'social_insurance') }}

@@ -1,0 +1,1 @@
+{{ govlake_resource('market_regulation', 'enterprise_registration') }}

@@ -1,0 +1,1 @@
+{{ govlake_resource('public_security', 'household_registration') }}

@@ -1,0 +1,1 @@
+{{ govlake_resource('tax', 'taxpayer_registration') }}
