@@ -574,3 +574,16 @@ def test_statistics_role_counts_groups_and_suppresses_small_cells(svc):
                  {"purpose": "人口统计分析", "key": p["id_number"]}), 403)
     problem(call(svc, "tj-stats", "/v1/verify", {"resource": "population_base", "purpose": "人口统计分析",
                                                  "claims": [{"id_number": p["id_number"], "name": p["name"]}]}), 403)
+
+
+def test_secret_guessing_is_limited(svc):
+    """Wrong secrets for a client: after a few, 429 with Retry-After, even for the right secret
+    from the same address until the wait is over."""
+    bad = {"grant_type": "client_credentials", "client_id": "mz-approver", "client_secret": "guess"}
+    codes = [httpx.post(svc["url"] + "/v1/oauth/token", data=bad).status_code for _ in range(8)]
+    assert codes[:5] == [401] * 5 and 429 in codes[5:]
+    r = httpx.post(svc["url"] + "/v1/oauth/token", data={**bad, "client_secret": svc["creds"]["mz-approver"]})
+    assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
+    time.sleep(float(r.headers["Retry-After"]) + 0.1)
+    r = httpx.post(svc["url"] + "/v1/oauth/token", data={**bad, "client_secret": svc["creds"]["mz-approver"]})
+    assert r.status_code == 200

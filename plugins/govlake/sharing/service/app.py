@@ -91,12 +91,24 @@ class RateLimiter:
 
     def __init__(self):
         self._buckets: dict[str, list[float]] = {}
+        self._params: dict[str, tuple[float, int]] = {}
         self._lock = threading.Lock()
+
+    def peek(self, key: str) -> float:
+        """Seconds until ``key``'s bucket has a token again (0 if it has one or is unknown)."""
+        with self._lock:
+            b = self._buckets.get(key)
+            if b is None:
+                return 0.0
+            tokens, last, rate, burst = b[0], b[1], *self._params.get(key, (1.0, 1))
+            tokens = min(float(burst), tokens + (time.monotonic() - last) * rate)
+            return 0.0 if tokens >= 1.0 else (1.0 - tokens) / rate
 
     def take(self, key: str, per_second: float, burst: int) -> float:
         """0 when allowed, else the seconds until a request would be allowed."""
         now = time.monotonic()
         with self._lock:
+            self._params[key] = (per_second, burst)
             tokens, last = self._buckets.get(key, [float(burst), now])
             tokens = min(float(burst), tokens + (now - last) * per_second)
             if tokens >= 1.0:
@@ -104,6 +116,9 @@ class RateLimiter:
                 return 0.0
             self._buckets[key] = [tokens, now]
             return (1.0 - tokens) / per_second
+
+
+FAILED_AUTH_RATE, FAILED_AUTH_BURST = 0.2, 5  # 5 wrong secrets, then one try per 5 s
 
 
 # ---- request bodies -------------------------------------------------------------------------
@@ -172,6 +187,7 @@ class Service:
         self.registry = Registry(settings.registry_path)
         self.tokens = TokenIssuer(private_file(settings.jwt_key_path), settings.token_ttl)
         self.limiter = RateLimiter()
+        self.failures = RateLimiter()  # failed authentications
         self.query_slots = threading.BoundedSemaphore(settings.max_concurrent_queries)
         self._local = threading.local()
         self._meta_cache: tuple[float, dict] | None = None
@@ -423,7 +439,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     # -- tokens
     @app.post("/v1/oauth/token", tags=["identity"], responses={401: ERRORS[401], 422: ERRORS[422]})
-    def token(grant_type: Annotated[str, Form()], client_id: Annotated[str | None, Form()] = None,
+    def token(request: Request, grant_type: Annotated[str, Form()], client_id: Annotated[str | None, Form()] = None,
               client_secret: Annotated[str | None, Form()] = None,
               basic_creds: HTTPBasicCredentials | None = Depends(basic)) -> dict:
         """OAuth2 client credentials (RFC 6749 §4.4): id + secret in the form or HTTP Basic."""
@@ -433,9 +449,17 @@ def create_app(settings: Settings) -> FastAPI:
         secret = client_secret or (basic_creds.password if basic_creds else None)
         if not cid or not secret:
             raise Problem(401, "invalid-client", "client_id and client_secret are required")
+        # failed attempts are limited per client id (secret guessing), before the (deliberately
+        # slow) secret check; not per address: behind a proxy every client shares one. Tokens
+        # already issued keep working while a client id is held back.
+        wait = svc.failures.peek(f"fail:{cid}")
+        if wait > 0:
+            raise Problem(429, "too-many-failures", f"too many failed attempts; retry after {math.ceil(wait)} s",
+                          headers={"Retry-After": str(max(1, math.ceil(wait)))})
         try:
             client = svc.registry.check_secret(cid, secret)
         except AuthError as exc:
+            svc.failures.take(f"fail:{cid}", FAILED_AUTH_RATE, FAILED_AUTH_BURST)
             raise Problem(401, "invalid-client", str(exc)) from exc
         rl = settings.rate_limit(client.kind)
         wait = svc.limiter.take(client.client_id, rl.per_second, rl.burst)
