@@ -118,10 +118,30 @@ def _copy_fsync(src: Path, dst: Path) -> tuple[str, int]:
     return h.hexdigest(), size
 
 
+def _encrypt_fsync(src: Path, dst: Path) -> tuple[str, int, str]:
+    """Rewrite ``src`` as the encrypted Parquet file ``dst`` (newest keyring key,
+    :mod:`govlake.sharing.crypto`); fsync; read-only. Returns (sha256, bytes, key id)."""
+    from govlake.sharing import crypto
+
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    try:
+        kid = crypto.encrypt_copy(src, tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.rename(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.chmod(dst, 0o400)
+    return sha256_file(dst), dst.stat().st_size, kid
+
+
 def _parquet_info(path: Path) -> tuple[int, list[dict]]:
     import pyarrow.parquet as pq
 
-    md = pq.read_metadata(path)
+    from govlake.sharing import crypto
+
+    md = pq.read_metadata(path, **crypto.arrow_read_options(path))
     schema = md.schema.to_arrow_schema()
     return md.num_rows, [{"name": f.name, "type": str(f.type)} for f in schema]
 
@@ -202,7 +222,8 @@ def _build_renditions(lake: Lake, product: str, staging: Path, data_name: str,
 # ---- publish ------------------------------------------------------------------------------------
 def publish(lake: Lake, product: str, candidate_file: Path, *, run_id: str,
             gate_result: GateResult | None, inputs: list[dict],
-            lock_timeout: float = 600.0, renditions: bool = True) -> Publication:
+            lock_timeout: float = 600.0, renditions: bool = True,
+            encrypt: bool | None = None) -> Publication:
     """Publish a gated candidate Parquet file as the next immutable version of ``product``.
 
     Returns a ``Publication`` (an ``int``: the version) whose ``.record`` is the publication
@@ -213,6 +234,11 @@ def publish(lake: Lake, product: str, candidate_file: Path, *, run_id: str,
     product needs are built into the staging dir (``renditions/<rid>.parquet``) before the
     rename and listed in the manifest, so the version is complete with them
     (:func:`_build_renditions`, docs/adr/0011-renditions.md).
+
+    ``encrypt`` (default: when the product has an L3/L4 column, or no readable metadata) writes
+    the data file with Parquet modular encryption under the keyring's newest key (created if
+    there is no keyring); the renditions of an encrypted file are encrypted too, and the
+    manifest records the key id (``encryption``; docs/adr/0014-encryption-at-rest.md).
     """
     candidate_file = Path(candidate_file)
     if not candidate_file.is_file():
@@ -225,6 +251,12 @@ def publish(lake: Lake, product: str, candidate_file: Path, *, run_id: str,
         raise PublishError(f"refusing to publish {product}: {candidate_file} has {row_count} rows "
                            f"but the gate saw {verdict['row_count']} (changed after the gate?)")
 
+    from govlake.sharing import crypto
+
+    if encrypt is None:
+        encrypt = crypto.needs_encryption(product, [c["name"] for c in columns])
+    if encrypt:
+        crypto.ensure_keyring()
     pdir = lake.product_dir(product)
     pdir.mkdir(parents=True, exist_ok=True)
     with product_lock(lake, product, lock_timeout):
@@ -238,7 +270,10 @@ def publish(lake: Lake, product: str, candidate_file: Path, *, run_id: str,
         staging.mkdir()
         try:
             data_name = f"{product}.parquet"
-            digest, size = _copy_fsync(candidate_file, staging / data_name)
+            if encrypt:
+                digest, size, key_id = _encrypt_fsync(candidate_file, staging / data_name)
+            else:
+                (digest, size), key_id = _copy_fsync(candidate_file, staging / data_name), None
             rendition_info = (_build_renditions(lake, product, staging, data_name,
                                                 [c["name"] for c in columns])
                               if renditions else None)
@@ -251,7 +286,7 @@ def publish(lake: Lake, product: str, candidate_file: Path, *, run_id: str,
                 "row_count": row_count,
                 "columns": columns,
                 "files": [{"path": data_name, "sha256": digest, "bytes": size,
-                           "rows": row_count}],
+                           "rows": row_count, "encrypted": bool(encrypt)}],
                 "candidate": str(candidate_file),
                 "inputs": inputs,
                 "gate": verdict,
@@ -259,6 +294,11 @@ def publish(lake: Lake, product: str, candidate_file: Path, *, run_id: str,
             }
             if rendition_info is not None:
                 manifest.update(rendition_info)
+            if encrypt:  # no record = a plain version (published before ADR 0014, or by a test)
+                manifest["encryption"] = {
+                    "scheme": crypto.SCHEME, "algorithm": crypto.ALGORITHM, "uniform": True,
+                    "key_id": key_id, "keyring": "GOVLAKE_PARQUET_KEYRING or <work dir>/secrets",
+                    "files": [data_name] + [r["path"] for r in (rendition_info or {}).get("renditions", [])]}
             text = json.dumps(manifest, ensure_ascii=False, indent=2, default=str)
             with open(staging / MANIFEST, "x", encoding="utf-8") as fh:
                 fh.write(text)

@@ -19,6 +19,7 @@ import pytest
 from govlake.gate import FailedExpectation, GateFailed, GateResult, SuiteResult
 from govlake.publish import (MANIFEST, PublishError, Publication, product_lock, publish,
                              resolve_current, sha256_file)
+from govlake.sharing import crypto
 from govlake.storage import Lake
 
 PRODUCT = "population_base"
@@ -81,7 +82,7 @@ def test_versions_increase_and_manifest_describes_the_version(lake):
         (lake.version_dir(PRODUCT, 2) / MANIFEST).read_bytes()).hexdigest()
     json.dumps(rec)  # serialisable as is
     # Chinese values round-trip
-    assert pq.read_table(data).column("name")[0].as_py() == "张三"
+    assert pq.read_table(data, **crypto.arrow_read_options(data)).column("name")[0].as_py() == "张三"
 
 
 def test_published_versions_are_immutable(lake):
@@ -158,7 +159,7 @@ def test_reader_sees_old_or_new_never_a_mix(lake):
                 manifest = json.loads((vdir / MANIFEST).read_text(encoding="utf-8"))
                 f = manifest["files"][0]
                 data = vdir / f["path"]
-                table = pq.read_table(data)
+                table = pq.read_table(data, **crypto.arrow_read_options(data))
                 tags = set(table.column("tag").to_pylist())
                 v = manifest["version"]
                 if vdir.name != f"v={v}" or tags != {v} or table.num_rows != manifest["row_count"] \

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 import access_support as S
 from govlake import grants, masking, products
 from govlake.grants import ColumnPlan
+from govlake.sharing import crypto
 from govlake.sharing import renditions as R
 
 KEY = bytes.fromhex("00112233445566778899aabbccddeeff" * 2)
@@ -83,7 +84,7 @@ def expected(plan, rows, internal, key):
 
 
 def read_rows(path):
-    return pq.read_table(path).to_pylist()
+    return pq.read_table(path, **crypto.arrow_read_options(path)).to_pylist()
 
 
 @pytest.mark.parametrize("treatment", ["clear", "mask", "token", "withhold"])

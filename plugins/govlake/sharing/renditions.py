@@ -33,6 +33,9 @@ plus, when the plan has a token column, the token algorithm and key id (``maskin
 a key rotation makes new token renditions and leaves mask-only ones valid. ``internal`` is
 recorded only where it changes the output (masks of ID numbers), so the renditions of two
 roles that differ only in department but see the same values are one file.
+
+A rendition of an encrypted data file is itself encrypted (Parquet modular encryption, the
+keyring's newest key; DuckDB computes it, pyarrow writes it): docs/adr/0014-encryption-at-rest.md.
 """
 
 from __future__ import annotations
@@ -478,6 +481,7 @@ def build(src_parquet: Path, dest_parquet: Path, plan: Sequence[ColumnPlan], int
     a temporary file in the same folder, fsync, rename; mode 0440). Returns
     ``{"rows", "bytes", "sha256", "seconds"}``. Raises RenditionError."""
     import duckdb
+    import pyarrow as pa
 
     src_parquet, dest_parquet = Path(src_parquet), Path(dest_parquet)
     if not src_parquet.is_file():
@@ -489,9 +493,13 @@ def build(src_parquet: Path, dest_parquet: Path, plan: Sequence[ColumnPlan], int
     tmp = dest_parquet.with_name(f".{dest_parquet.name}.{os.getpid()}.tmp")
     if tmp.exists():
         tmp.unlink()
-    src = f"read_parquet({lit(str(src_parquet))}, hive_partitioning = false)"
+    from govlake.sharing import crypto
+
+    encrypted = crypto.is_encrypted(src_parquet)  # a rendition of an encrypted file is encrypted
     con = duckdb.connect(":memory:")
+    key_id = None
     try:
+        src = crypto.read_parquet_sql(src_parquet, con, "hive_partitioning = false")
         if threads:
             con.execute(f"SET threads = {int(threads)}")
         con.execute("SET preserve_insertion_order = true")
@@ -510,8 +518,13 @@ def build(src_parquet: Path, dest_parquet: Path, plan: Sequence[ColumnPlan], int
         sql = (f"COPY ({select_sql(ordered, internal, src)}) TO {lit(str(tmp))} "
                f"(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, ROW_GROUP_SIZE {ROW_GROUP_SIZE})")
         try:
-            con.execute(sql)
-        except duckdb.Error as exc:
+            if encrypted:  # DuckDB cannot write encrypted Parquet securely: pyarrow writes it
+                reader = con.sql(select_sql(ordered, internal, src)).to_arrow_reader(ROW_GROUP_SIZE)
+                key_id = crypto.write_batches(reader, reader.schema, tmp, encrypt=True,
+                                              row_group_size=ROW_GROUP_SIZE, compression_level=1)
+            else:
+                con.execute(sql)
+        except (duckdb.Error, pa.ArrowException) as exc:
             msg = str(exc)
             if "__unsafe__:" in msg:
                 column = msg.split("__unsafe__:", 1)[1].split()[0].strip("\"'")
@@ -529,7 +542,7 @@ def build(src_parquet: Path, dest_parquet: Path, plan: Sequence[ColumnPlan], int
                                  f"{msg.splitlines()[0]}") from None
         rows_src = con.execute(f"SELECT count(*) FROM {src}").fetchone()[0]
         rows_out = con.execute(
-            f"SELECT count(*) FROM read_parquet({lit(str(tmp))})").fetchone()[0]
+            f"SELECT count(*) FROM {crypto.read_parquet_sql(tmp, con)}").fetchone()[0]
     except BaseException:
         con.close()
         tmp.unlink(missing_ok=True)
@@ -548,7 +561,7 @@ def build(src_parquet: Path, dest_parquet: Path, plan: Sequence[ColumnPlan], int
     os.chmod(tmp, FILE_MODE)
     os.rename(tmp, dest_parquet)
     return {"rows": int(rows_out), "bytes": size, "sha256": h.hexdigest(),
-            "seconds": round(time.monotonic() - t0, 3)}
+            "seconds": round(time.monotonic() - t0, 3), "encryption_key_id": key_id}
 
 
 # ---- on demand --------------------------------------------------------------------------------
@@ -614,6 +627,7 @@ def ensure(lake, product: str, version: int, plan: Sequence[ColumnPlan], interna
             tmp.write_text(json.dumps({"id": rid, "path": f"{RENDITIONS_DIR}/{path.name}",
                                        "sha256": info["sha256"], "rows": info["rows"],
                                        "built": "on demand",
+                                       "encryption_key_id": info["encryption_key_id"],
                                        "plan": plan_doc(plan, internal, kid)},
                                       ensure_ascii=False, indent=2), encoding="utf-8")
             os.chmod(tmp, FILE_MODE)
@@ -651,6 +665,7 @@ def build_for_publish(staging: Path, data_name: str, product: str, needs: Sequen
             continue
         built.append({"id": rid, "path": f"{RENDITIONS_DIR}/{dest.name}", "sha256": info["sha256"],
                       "bytes": info["bytes"], "rows": info["rows"], "roles": list(need.roles),
+                      "encryption_key_id": info["encryption_key_id"],
                       "plan": plan_doc(need.plan, need.internal, kid if need.tokens else None)})
     if rdir.is_dir():
         fd = os.open(rdir, os.O_RDONLY)
