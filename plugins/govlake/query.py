@@ -385,7 +385,9 @@ def product_file(lake: Lake, product: str, version: int) -> Path:
 def column_names(path: Path) -> list[str]:
     import pyarrow.parquet as pq
 
-    return list(pq.read_schema(path).names)
+    from govlake.sharing import crypto
+
+    return list(pq.read_schema(path, **crypto.arrow_read_options(path)).names)
 
 
 @dataclass
@@ -419,7 +421,7 @@ def prepare(lake: Lake, auth: Authorization, analysis: Analysis, *, memory_limit
     """Open the engine for one request. Masking happened at publish time: each product is read
     from the rendition matching the role's plan (built now if a grant is newer than the
     version), with projection and filter pushdown — nothing is copied or masked per query."""
-    from govlake.sharing import renditions
+    from govlake.sharing import crypto, renditions
 
     con = duckdb.connect(":memory:", config={"memory_limit": memory_limit, "threads": int(threads)})
     try:
@@ -455,7 +457,7 @@ def prepare(lake: Lake, auth: Authorization, analysis: Analysis, *, memory_limit
             files[name] = str(path)
             select = ", ".join(masking.sql_ident(c.column) for c in plan)
             con.execute(f"CREATE VIEW {masking.sql_ident(name)} AS SELECT {select} FROM "
-                        f"read_parquet({masking.sql_literal(str(path))})")
+                        f"{crypto.read_parquet_sql(path, con)}")
         for name, cols in excluded.items():
             hidden = sorted(set(analysis.columns) & set(cols) - visible)
             if hidden:
