@@ -40,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from govlake import access_requests, audit, masking, products, query
+from govlake.sharing import crypto
 from govlake.sharing.service.identity import AuthError, Client, IdentityError, Registry, TokenIssuer, private_file
 from govlake.sharing.service.settings import Settings
 
@@ -658,7 +659,7 @@ def create_app(settings: Settings) -> FastAPI:
                 path = base_file
             cols = ", ".join(masking.sql_ident(c.column) for c in plan)
             cur = svc.cursor().execute(
-                f"SELECT {cols} FROM read_parquet(?) WHERE {masking.sql_ident(keycol)} = ?", [str(path), value])
+                f"SELECT {cols} FROM {crypto.read_parquet_sql(path, svc.cursor())} WHERE {masking.sql_ident(keycol)} = ?", [value])
             names = [d[0] for d in cur.description]
             records = [dict(zip(names, row)) for row in cur.fetchall()]
         except query.QueryRefused as exc:
@@ -718,8 +719,8 @@ def create_app(settings: Settings) -> FastAPI:
             base_file = query.product_file(svc.lake, resource, version)
             cols = ", ".join(masking.sql_ident(x) for x in [keycol] + wanted_fields)
             con = svc.cursor()
-            tbl = con.execute(f"SELECT {cols} FROM read_parquet(?) WHERE {masking.sql_ident(keycol)} "
-                              f"IN (SELECT unnest(?::VARCHAR[]))", [str(base_file), sorted(set(keys))]).fetchall()
+            tbl = con.execute(f"SELECT {cols} FROM {crypto.read_parquet_sql(base_file, con)} WHERE {masking.sql_ident(keycol)} "
+                              f"IN (SELECT unnest(?::VARCHAR[]))", [sorted(set(keys))]).fetchall()
         except query.QueryRefused as exc:
             svc.finish(intent, t0, status="refused", refused=exc.what, reason=exc.why, **base)
             raise refused(exc) from exc
