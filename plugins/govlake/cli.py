@@ -23,6 +23,7 @@ _COMMAND_MODULES = [
     "govlake.commands.clients",
     "govlake.commands.accesses",
     "govlake.commands.cluster",
+    "govlake.commands.keys",
 ]
 
 
