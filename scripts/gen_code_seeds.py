@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/gen_code_seeds.py
 
-Sources (standards.md §3, §4):
+Sources (docs/standards.md §3, §4):
 - GB/T 2261.1 gender, GB/T 2261.2 marital status, GB/T 3304 ethnicity (numeric + roman codes):
   written out below.
 - GB/T 2260 division codes, versioned: python-stdnum's bundled history table ``stdnum/cn/loc.dat``
@@ -49,14 +49,14 @@ VALUE_MAPS: dict[str, list[tuple[str, str]]] = {
     "gender_cn": [("男", "1"), ("男性", "1"), ("M", "1"), ("Male", "1"),
                   ("女", "2"), ("女性", "2"), ("F", "2"), ("Female", "2")],
     "gender_12": [("1", "1"), ("2", "2")],
-    # health / birth_certificate: this system's own convention, 0 = female, 1 = male (sources.md §6)
+    # health / birth_certificate: this system's own convention, 0 = female, 1 = male (docs/sources.md §6)
     "gender_birth_cert": [("0", "2"), ("1", "1")],
     # empty -> 90 is done by the staging macro, not here (a CSV cannot hold an empty key)
     "marital_status_cn": [
         ("未婚", "10"), ("已婚", "20"), ("在婚", "20"), ("有配偶", "20"), ("初婚", "21"),
         ("再婚", "22"), ("复婚", "23"), ("丧偶", "30"), ("离婚", "40"), ("离异", "40"),
         ("不详", "90"), ("未说明", "90"), ("未说明的婚姻状况", "90"),
-        # standards.md §4 variants table
+        # docs/standards.md §4 variants table
         ("married", "20"), ("M", "20"), ("single", "10"), ("unmarried", "10"), ("S", "10"),
         ("divorced", "40"), ("D", "40"), ("widowed", "30"), ("W", "30"), ("unknown", "90"),
     ],

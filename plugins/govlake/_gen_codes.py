@@ -1,6 +1,6 @@
 """Check-character algorithms and "how a system mangles it" helpers for the generator.
 
-The algorithms are the ones in ``standards.md`` (GB 11643 MOD 11-2, GB 32100 MOD 31 with the
+The algorithms are the ones in ``docs/standards.md`` (GB 11643 MOD 11-2, GB 32100 MOD 31 with the
 GB 11714 organisation-code check). They live here so the generator does not depend on the
 validation code it is meant to test.
 """
@@ -87,7 +87,7 @@ def _real_date(ymd: str, today: datetime.date) -> bool:
 
 
 def spec_id_reason(raw: str, today: datetime.date | None = None) -> str | None:
-    """The quarantine rule a delivered ID value breaks per standards.md §1 (None = valid)."""
+    """The quarantine rule a delivered ID value breaks per docs/standards.md §1 (None = valid)."""
     today = today or datetime.date.today()
     s = unicodedata.normalize("NFKC", raw).strip().replace("x", "X")
     if _ID15.match(s):

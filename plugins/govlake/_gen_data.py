@@ -62,7 +62,7 @@ MARITAL_CODES = {"未婚": "10", "已婚": "20", "初婚": "21", "再婚": "22",
                  "丧偶": "30", "离婚": "40", "": "90"}
 
 # ---- phones ------------------------------------------------------------------------------
-# Blocks inside the strict pattern of standards.md §5.
+# Blocks inside the strict pattern of docs/standards.md §5.
 MOBILE_PREFIXES = (
     [f"13{d}" for d in range(10)] + ["145", "147"] + [f"15{d}" for d in range(10) if d != 4]
     + ["162", "165", "166", "167"] + [f"17{d}" for d in (0, 1, 2, 3, 5, 6, 7, 8)]

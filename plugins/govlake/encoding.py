@@ -1,4 +1,4 @@
-"""Decode department deliveries the one safe way (standards.md §8).
+"""Decode department deliveries the one safe way (docs/standards.md §8).
 
 Strict ``utf-8-sig`` first, then strict ``gb18030``; anything else is rejected. Never
 ``gbk``/``gb2312``/``cp936``: they reject characters GB18030 encodes (䶮, 𠀀, 镕 …). UTF-8 must

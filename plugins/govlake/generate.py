@@ -1,4 +1,4 @@
-"""Synthetic department deliveries: one delivery of each of the six feeds in ``sources.md``.
+"""Synthetic department deliveries: one delivery of each of the six feeds in ``docs/sources.md``.
 
 ``govlake generate --people N --date YYYY-MM-DD [--seed S] [--fault-rate X] [--truth DIR]``
 
@@ -23,7 +23,7 @@ How it stays consistent and small at 10 million people
 
 Faults
 ------
-Each feed gets the faults ``sources.md`` lists for it, plus a small rate of faults nobody wrote
+Each feed gets the faults ``docs/sources.md`` lists for it, plus a small rate of faults nobody wrote
 down, scaled by ``fault_rate`` (1.0 = the realistic default, 0 = clean). Documented format
 quirks that the standards repair (15-digit IDs, full-width digits, ``+86`` phones, JSON numbers,
 Excel serial dates, ...) leave the row valid; anything else makes the row invalid with exactly

@@ -2,7 +2,7 @@
 
 dbt compiles every macro once (module fixture, via dbtRunner in an isolated project holding
 macros/standards + seeds); the compiled SQL then runs in an in-memory DuckDB over batches of
-generated values (hypothesis), and over every example table in standards.md §1, §2, §4, §5.
+generated values (hypothesis), and over every example table in docs/standards.md §1, §2, §4, §5.
 Oracles: stdnum.cn.ric / stdnum.cn.uscc for check characters, birth dates and validity;
 a plain-Python reading of the spec for the rule order and the accepted date forms.
 """
@@ -94,13 +94,13 @@ def run(macro_project):
     con.close()
 
 
-# ---- oracles (plain Python, from standards.md) ------------------------------------------------
+# ---- oracles (plain Python, from docs/standards.md) ------------------------------------------------
 def _nfkc(v: str) -> str:
     return unicodedata.normalize("NFKC", v)
 
 
 def id_oracle(v):
-    """(std, err) per standards.md §1, with stdnum for the check character and the date."""
+    """(std, err) per docs/standards.md §1, with stdnum for the check character and the date."""
     if v is None:
         return None, None
     s = re.sub(r"[ \t\r\n]", "", _nfkc(v)).upper()
@@ -270,7 +270,7 @@ def test_value_maps_per_source(run):
     rows = run(list(cases), "marital", "marital_err")
     assert [r[0] for r in rows] == list(cases.values())
     assert all(r[1] is None for r in rows)
-    # 24 = 丧偶 in some systems: rejected, not remapped (standards.md §4)
+    # 24 = 丧偶 in some systems: rejected, not remapped (docs/standards.md §4)
     assert run(["24"], "marital", "marital_err") == [(None, "code.unmapped")]
     eth = {"汉": "01", "汉族": "01", "HA": "01", "1": "01", "01": "01", "回": "03", "维吾尔族": "05",
            "毛难族": "36", "毛南族": "36", "崩龙族": "46", "德昂": "46", "基诺族": "56", "其他": "97",
@@ -292,7 +292,7 @@ def test_value_maps_per_source(run):
     # Excel damage (§1 pitfalls): unrecoverable
     ("1.10105E+17", None, "id_number.format", None, None),
     ("110105194912310000", None, "id_number.check_digit", None, None),
-    # sources.md §1 faults: full-width digits, trailing spaces, lower-case x
+    # docs/sources.md §1 faults: full-width digits, trailing spaces, lower-case x
     ("１１０１０５１９４９１２３１００２ｘ", "11010519491231002X", None, dt.date(1949, 12, 31), "2"),
     ("11010519491231002x  ", "11010519491231002X", None, dt.date(1949, 12, 31), "2"),
     ("110105 19491231 002X", "11010519491231002X", None, dt.date(1949, 12, 31), "2"),
@@ -395,7 +395,7 @@ def test_id_numbers_valid_and_invalid_match_spec_and_stdnum(run, rnd):
     ("91110000600037341L", "91110000600037341L", None),
     ("91110000600037342L", None, "uscc.check_char"),
     ("91350203M0001QAY9B", None, "uscc.check_char"),
-    # sources.md §4: full-width letters, lower case; letters outside the set typed by hand
+    # docs/sources.md §4: full-width letters, lower case; letters outside the set typed by hand
     ("９１１１００００６０００３７３４１Ｌ", "91110000600037341L", None),
     (" 91110000600037341l ", "91110000600037341L", None),
     ("91110000600037341I", None, "uscc.format"),

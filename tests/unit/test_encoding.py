@@ -1,4 +1,4 @@
-"""Encoding detection on real bytes (standards.md §8)."""
+"""Encoding detection on real bytes (docs/standards.md §8)."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""Masking rules (standards.md §6), keyed join tokens and key handling, and the grading check."""
+"""Masking rules (docs/standards.md §6), keyed join tokens and key handling, and the grading check."""
 
 from __future__ import annotations
 

@@ -214,7 +214,7 @@ def test_below_clearance_never_receives_clear_values(env):
     for g in res2.table.to_pylist():
         assert g["s"] not in clear["id_number"] and g["n"] not in clear["name"]
         assert g["p"] not in clear["phone"] and g["a"] not in clear["address"]
-    # masks follow standards.md §6 (outside the owning department: ID keeps 1 + 1)
+    # masks follow docs/standards.md §6 (outside the owning department: ID keeps 1 + 1)
     res3 = run(env, "select id_number, name, phone, address from population_base", role="stats_public",
                purpose="人口统计分析", limit=ROWS)
     by_phone_suffix = {}
