@@ -1,4 +1,4 @@
-{#- Mobile numbers (standards.md §5).
+{#- Mobile numbers (docs/standards.md §5).
 
     std_phone(expr)        -> the 11-digit mobile number, or NULL if invalid
     std_phone_error(expr)  -> 'phone.format' when not NULL/empty and not a mobile number, else NULL
