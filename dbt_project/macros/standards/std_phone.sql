@@ -12,7 +12,7 @@
 nullif(regexp_extract(regexp_replace({{ govlake_clean(expr) }}, '[ ()\[\]-]', '', 'g'), '^(?:\+86|0086|86)?(1[3-9][0-9]{9})$', 1), '')
 {%- endmacro %}
 
-{#- standards.md §5: 11-digit mobile number, NULL when empty or invalid. -#}
+{#- docs/standards.md §5: 11-digit mobile number, NULL when empty or invalid. -#}
 {% macro std_phone(expr) -%}
 {{ _std_phone_digits(expr) }}
 {%- endmacro %}
