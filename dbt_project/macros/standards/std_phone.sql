@@ -17,7 +17,7 @@ nullif(regexp_extract(regexp_replace({{ govlake_clean(expr) }}, '[ ()\[\]-]', ''
 {{ _std_phone_digits(expr) }}
 {%- endmacro %}
 
-{#- standards.md §5: 'phone.format' for a non-empty value that is not a mobile number. -#}
+{#- docs/standards.md §5: 'phone.format' for a non-empty value that is not a mobile number. -#}
 {% macro std_phone_error(expr) -%}
 case when {{ govlake_clean(expr) }} is not null and {{ _std_phone_digits(expr) }} is null then 'phone.format' end
 {%- endmacro %}
