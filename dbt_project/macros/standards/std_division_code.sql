@@ -1,4 +1,4 @@
-{#- GB/T 2260 administrative division codes (standards.md §3).
+{#- GB/T 2260 administrative division codes (docs/standards.md §3).
 
     std_division_code(expr)        -> the 6-digit code, or NULL if invalid
     std_division_code_error(expr)  -> 'division_code.invalid' when not NULL/empty and not 6 digits
