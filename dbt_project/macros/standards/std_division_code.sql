@@ -8,7 +8,7 @@
     look-ups and reports, not for rejection.
 -#}
 
-{#- The 34 province-level prefixes of GB/T 2260 (standards.md §3). 91 "国外" is not one. -#}
+{#- The 34 province-level prefixes of GB/T 2260 (docs/standards.md §3). 91 "国外" is not one. -#}
 {% macro gbt2260_province_prefixes() -%}
 ('11','12','13','14','15','21','22','23','31','32','33','34','35','36','37','41','42','43','44','45','46','50','51','52','53','54','61','62','63','64','65','71','81','82')
 {%- endmacro %}
