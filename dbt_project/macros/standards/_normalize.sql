@@ -1,4 +1,4 @@
-{#- Shared building blocks for the standardization macros (standards.md §8 "Full-width characters").
+{#- Shared building blocks for the standardization macros (docs/standards.md §8 "Full-width characters").
 
     DuckDB 2.0 has nfc_normalize() but no NFKC function. For the fields we standardize (codes,
     ID numbers, phones, dates, numbers) the only NFKC mappings that matter are full-width ASCII
