@@ -1,4 +1,4 @@
-{#- Per-source code maps (standards.md §4: "Mapping must be per source system, never global").
+{#- Per-source code maps (docs/standards.md §4: "Mapping must be per source system, never global").
 
     std_code(expr, map_name, empty_code=none)  -> the standard code for the value in seed
         code_value_map (map_name), NULL if unmapped; NULL/empty input -> empty_code (default:
