@@ -1,4 +1,4 @@
-{#- GB 11643-1999 公民身份号码 (standards.md §1).
+{#- GB 11643-1999 公民身份号码 (docs/standards.md §1).
 
     gb11643_id_number(expr)        -> the standard 18-character ID number, or NULL if invalid
     gb11643_id_number_error(expr)  -> NULL if valid, else the first failing rule, in the order
