@@ -2,7 +2,7 @@
 
     gb11643_id_number(expr)        -> the standard 18-character ID number, or NULL if invalid
     gb11643_id_number_error(expr)  -> NULL if valid, else the first failing rule, in the order
-                                      of standards.md §1 "Validation order":
+                                      of docs/standards.md §1 "Validation order":
         id_number.format              not 15 digits and not ^\d{17}[\dX]$ (e.g. 1.10105E+17)
         id_number.legacy_centenarian  15-digit with sequence 996-999: flagged, not upgraded ([?] rule)
         id_number.birth_date          YYYYMMDD is not a real date (year >= 1000), or is after today
