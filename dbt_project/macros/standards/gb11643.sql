@@ -17,7 +17,7 @@
     15-digit (GB 11643-1989) numbers are upgraded: s[:6] + '19' + s[6:] + check character.
 -#}
 
-{#- The 2-digit prefixes an ID number may start with: standards.md §3 plus 83 (Taiwan residence permits). -#}
+{#- The 2-digit prefixes an ID number may start with: docs/standards.md §3 plus 83 (Taiwan residence permits). -#}
 {% macro gb11643_province_prefixes() -%}
 ('11','12','13','14','15','21','22','23','31','32','33','34','35','36','37','41','42','43','44','45','46','50','51','52','53','54','61','62','63','64','65','71','81','82','83')
 {%- endmacro %}
