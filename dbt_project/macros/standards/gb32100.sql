@@ -1,4 +1,4 @@
-{#- GB 32100-2015 统一社会信用代码 (standards.md §2).
+{#- GB 32100-2015 统一社会信用代码 (docs/standards.md §2).
 
     gb32100_uscc(expr)        -> the standard 18-character code, or NULL if invalid
     gb32100_uscc_error(expr)  -> NULL if valid, else the first failing rule:
