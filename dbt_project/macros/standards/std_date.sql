@@ -1,4 +1,4 @@
-{#- Dates (standards.md §4 "Dates"; sources.md feeds 1-6).
+{#- Dates (docs/standards.md §4 "Dates"; docs/sources.md feeds 1-6).
 
     std_date(expr)        -> DATE, or NULL if the value is not a date in an accepted form
     std_date_error(expr)  -> 'date.invalid' when not NULL/empty and not a date, else NULL
