@@ -41,7 +41,7 @@ list_transform([{{ govlake_clean(expr) }}], lambda _gl_dt_s:
 )[1]
 {%- endmacro %}
 
-{#- standards.md §4 "Dates": the value as a DATE, NULL when empty or invalid. -#}
+{#- docs/standards.md §4 "Dates": the value as a DATE, NULL when empty or invalid. -#}
 {% macro std_date(expr) -%}
 {{ _std_date_eval(expr) }}
 {%- endmacro %}
