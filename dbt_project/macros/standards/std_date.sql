@@ -46,7 +46,7 @@ list_transform([{{ govlake_clean(expr) }}], lambda _gl_dt_s:
 {{ _std_date_eval(expr) }}
 {%- endmacro %}
 
-{#- standards.md §4 "Dates": 'date.invalid' for a non-empty value that is not an accepted date. -#}
+{#- docs/standards.md §4 "Dates": 'date.invalid' for a non-empty value that is not an accepted date. -#}
 {% macro std_date_error(expr) -%}
 case when {{ govlake_clean(expr) }} is not null and {{ _std_date_eval(expr) }} is null then 'date.invalid' end
 {%- endmacro %}
