@@ -1,4 +1,4 @@
-{#- Year-month, decimal, name and free text (standards.md §4, §8; sources.md feeds 3 and 5). -#}
+{#- Year-month, decimal, name and free text (docs/standards.md §4, §8; docs/sources.md feeds 3 and 5). -#}
 
 {#- Year-month (sources.md §3 aae030 'YYYYMM'): -> 'YYYY-MM'. Also accepts YYYY-MM, YYYY/M,
     YYYY.M, YYYY年M月 after NFKC and trim. Month 01-12, year >= 1000. -#}
