@@ -1,6 +1,6 @@
 {#- Year-month, decimal, name and free text (docs/standards.md §4, §8; docs/sources.md feeds 3 and 5). -#}
 
-{#- Year-month (sources.md §3 aae030 'YYYYMM'): -> 'YYYY-MM'. Also accepts YYYY-MM, YYYY/M,
+{#- Year-month (docs/sources.md §3 aae030 'YYYYMM'): -> 'YYYY-MM'. Also accepts YYYY-MM, YYYY/M,
     YYYY.M, YYYY年M月 after NFKC and trim. Month 01-12, year >= 1000. -#}
 {% macro _std_year_month_eval(expr) -%}
 list_transform([regexp_extract({{ govlake_clean(expr) }},
