@@ -77,7 +77,7 @@ case when regexp_matches({{ x }}, '[{{ dot_from }}\x{200B}-\x{200D}\x{FEFF}]')
 {{ _govlake_text(expr, false) }}
 {%- endmacro %}
 
-{#- Control characters (govlake rule, not in standards.md: no standard value holds one). The C0
+{#- Control characters (govlake rule, not in docs/standards.md: no standard value holds one). The C0
     controls U+0000-U+001F (NUL, tab, CR, LF, ...), DEL U+007F and the C1 controls U+0080-U+009F.
     Applied to the STANDARDIZED value, so the whitespace handling the standards already do is not a
     failure (tab/CR/LF trimmed at both ends of a name or text, mapped to spaces in code-like
