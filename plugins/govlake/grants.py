@@ -17,7 +17,7 @@ The grants live in a reviewed configuration file, ``config/grants.yml`` (overrid
           marriage_household_check: {}
 
 Treatments of a column graded above the role's clearance: ``mask`` (display mask by data
-element, standards.md §6), ``token`` (keyed join token), ``withhold`` (NULL). Without an
+element, docs/standards.md §6), ``token`` (keyed join token), ``withhold`` (NULL). Without an
 explicit entry a column is masked when its element has a mask rule, else withheld. A column
 present in the data but absent from the product metadata counts as L4 (most restrictive).
 
