@@ -1,4 +1,4 @@
-"""Masking rules by data element, and keyed join tokens (standards.md §6).
+"""Masking rules by data element, and keyed join tokens (docs/standards.md §6).
 
 Masks (display restriction, 展示限制) keep a few characters and star the rest:
 
