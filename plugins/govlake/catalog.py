@@ -2,7 +2,7 @@
 
 Generated from the same metadata the pipeline uses (product YAML via :mod:`govlake.products`,
 dataset metadata via :mod:`govlake.metadata`) and from the published versions' manifests.
-Per product: the catalog fields of standards.md §7 (名称, 代码, 提供方/责任部门, 摘要, 格式,
+Per product: the catalog fields of docs/standards.md §7 (名称, 代码, 提供方/责任部门, 摘要, 格式,
 信息项 with grades, 共享类型/条件/方式, 更新周期, 发布日期), current and past versions, row
 counts, the last gate result with a link to its Data Docs, freshness, and lineage from the
 department deliveries to the product. The HTML has inline CSS and no external resource.
