@@ -17,7 +17,7 @@ bench, all on loopback, bounded in time and count:
 3. runs a closed-loop load generator for ``--duration`` seconds per phase with
    ``--connections`` connections: ``wrk`` (C, one thread) when installed, else asyncio + httpx.
    Either way the generator runs on the same 2 cores as the server and takes CPU from it;
-4. phases: single lookups (clear ID, random existing keys), single verifications (ID + claimed
+4. phases: single lookups (clear ID, random existing keys), single verifications (民政 app, ID + claimed
    name, half true half false), L1 ``count(*)`` and a group-by over population_base
    (division_code, gender_code) — each timed end to end, sequentially, 5 times — then 8 analysts
    running that group-by in a loop for ``--duration`` s while the server's RSS (process tree) is
@@ -49,6 +49,7 @@ ROOT = HERE.parent
 GOVLAKE = str(Path(sys.executable).with_name("govlake"))
 PURPOSE_GA = "人口信息核查"
 PURPOSE_TJ = "人口统计分析"
+PURPOSE_MZ = "婚姻登记核验"
 TARGETS = {"lookup_rps": 1000, "lookup_p99_ms": 50, "verify_rps": 1000, "verify_p99_ms": 50,
            "count_s": 1.0, "groupby_s": 3.0, "peak_rss_gib": 2.0}
 GROUP_BY = ("SELECT division_code, gender_code, count(*) AS n FROM population_base "
@@ -251,6 +252,24 @@ def run_python(url: str, path: str, tok: str, bodies: list[dict], duration: floa
             "errors": sum(errors.values()), "errors_by_kind": errors, **_pcts(lat)}
 
 
+def _get_phase(url: str, tok: str, a, tool: str, work: Path) -> dict:
+    if tool != "wrk":
+        return {"skipped": "needs wrk"}
+    script = work / "whoami.lua"
+    res = work / "whoami.result.json"
+    lua = _WRK_LUA.replace('return wrk.format("POST", path', 'return wrk.format("GET", path').replace(
+        "bodies[i])", "nil)")
+    (work / "whoami.bodies").write_text("x\n", encoding="utf-8")
+    script.write_text(lua % {"path": "/v1/whoami", "token": tok, "bodies": work / "whoami.bodies", "result": res},
+                      encoding="utf-8")
+    subprocess.run(["wrk", "-t1", f"-c{a.connections}", f"-d{int(a.duration)}s", "-s", str(script), url],
+                   check=True, capture_output=True, timeout=a.duration + 60)
+    r = json.loads(res.read_text())
+    secs = r["duration_us"] / 1e6
+    return {"tool": "wrk -t1", "requests_per_s": round(r["requests"] / secs, 1), "requests": r["requests"],
+            "errors": r["status_err"], "p50_ms": r["p50_us"] / 1000, "p99_ms": r["p99_us"] / 1000}
+
+
 def _pcts(lat: list[float]) -> dict:
     if not lat:
         return {}
@@ -294,6 +313,32 @@ class RssSampler:
 
     def now(self) -> int:
         return self.tree_rss(self.proc)
+
+
+def _cpu_split(server_pid: int) -> dict:
+    """CPU seconds so far of the server, of this bench (incl. its children but the server),
+    and of the machine; the rest of the machine is what other work took while the bench ran."""
+    import psutil
+
+    def tree(p):
+        t = 0.0
+        for q in [p] + p.children(recursive=True):
+            try:
+                c = q.cpu_times()
+                t += c.user + c.system
+            except psutil.Error:
+                pass
+        return t
+
+    srv = tree(psutil.Process(server_pid))
+    me = psutil.Process()
+    mine = tree(me) - srv
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)  # reaped children (wrk runs)
+    m = psutil.cpu_times()
+    return {"server": srv, "bench_and_load_generator": mine + ru.ru_utime + ru.ru_stime,
+            "machine": m.user + m.system + getattr(m, "nice", 0.0)}
 
 
 def sql_once(url: str, tok: str, sql: str, timeout: float = 60) -> tuple[float, int, dict]:
@@ -371,7 +416,7 @@ def micro(lake_root: Path, n: int, out: dict) -> dict:
 
     sample = people[: min(n, 300)]
     res = {"rows": idx.num_rows, "row_groups": idx.pf.metadata.num_row_groups, "build_s": round(build, 3),
-           "index_mb": round(idx.nbytes / 2**20, 1), "rss_growth_build_mb": round((rss1 - rss0) / 2**20, 1),
+           "index_kib": round(idx.nbytes / 2**10, 1), "rss_growth_build_mb": round((rss1 - rss0) / 2**20, 1),
            "duckdb_lookup": timed(lambda p: con.execute(sql, [path, p["id_number"]]).fetchall(), sample),
            "index_lookup_cold_cache": None, "index_lookup": None}
     fastpath.CACHE.max_bytes = 0  # every row group decoded: the worst case
@@ -406,7 +451,7 @@ def main(argv=None) -> int:
     ap.add_argument("--fastpath", action="store_true", help="serve with the key index (benchmarks only)")
     ap.add_argument("--tool", choices=("wrk", "python"), default=None)
     ap.add_argument("--keys", type=int, default=20_000)
-    ap.add_argument("--skip", nargs="*", default=[], choices=("lookup", "verify", "sql", "analysts"))
+    ap.add_argument("--skip", nargs="*", default=[], choices=("whoami", "lookup", "verify", "sql", "analysts"))
     ap.add_argument("--micro", type=int, default=0, metavar="N",
                     help="only the in-process comparison Index vs DuckDB on N sampled keys")
     ap.add_argument("--serve-fastpath", nargs=2, metavar=("CONFIG", "PORT"), help=argparse.SUPPRESS)
@@ -435,16 +480,18 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="service-bench-"))
     cfg = bench_config(work / "service.yml")
     tag = uuid.uuid4().hex[:6]
-    ids = {"ga": f"bench-ga-{tag}", "tj": f"bench-tj-{tag}"}
+    # verifications: the 民政 marriage-registration app (L3, ID as a join token in its grant). The
+    # 统计 role (tj_public_statistics) is aggregate-only and is refused verification (403) by design.
+    ids = {"ga": f"bench-ga-{tag}", "tj": f"bench-mz-{tag}"}
     secrets = {ids["ga"]: add_client(env, ids["ga"], "app", "ga_population_analyst", "公安", "人口核查压测"),
-               ids["tj"]: add_client(env, ids["tj"], "app", "tj_public_statistics", "统计", "统计核验压测")}
+               ids["tj"]: add_client(env, ids["tj"], "app", "mz_marriage_analyst", "民政", "婚姻核验压测")}
     analyst_ids = [f"bench-an{i}-{tag}" for i in range(8)]
     for i, cid in enumerate(analyst_ids):
         secrets[cid] = add_client(env, cid, "analyst", "tj_public_statistics", "统计", f"分析员{i}")
     people = sample_people(lake, a.keys)
     rng = random.Random(9)
     lookups = [{"purpose": PURPOSE_GA, "key": p["id_number"]} for p in people]
-    verifies = [{"resource": "population_base", "purpose": PURPOSE_TJ,
+    verifies = [{"resource": "population_base", "purpose": PURPOSE_MZ,
                  "claims": [{"id_number": p["id_number"],
                              "name": p["name"] if rng.random() < 0.5 else p["name"] + "某"}]} for p in people]
 
@@ -471,6 +518,7 @@ def main(argv=None) -> int:
                 raise SystemExit("server did not start")
             time.sleep(0.2)
     pid = srv.proc.pid
+    cpu0 = _cpu_split(pid)
     result: dict = {"lake": str(lake), "fastpath": a.fastpath, "workers": a.workers, "load_tool": tool,
                     "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                 "mem_gib": round(psutil.virtual_memory().total / 2**30, 1)},
@@ -493,6 +541,9 @@ def main(argv=None) -> int:
             if tool == "wrk" else \
             (lambda path, tok, bodies, t: run_python(srv.url, path, tok, bodies, a.duration, a.connections))
         with RssSampler(pid) as rs:
+            if "whoami" not in a.skip:  # the floor: HTTP + FastAPI + bearer check, no data, no audit
+                print("whoami ...", flush=True)
+                result["phases"]["whoami_floor"] = _get_phase(srv.url, tok_ga, a, tool, work)
             if "lookup" not in a.skip:
                 # first request builds the index when --fastpath (timed separately, not in the phase)
                 t = time.perf_counter()
@@ -505,7 +556,7 @@ def main(argv=None) -> int:
             if "verify" not in a.skip:
                 r = httpx.post(srv.url + "/v1/verify", headers={"Authorization": f"Bearer {tok_tj}"},
                                json=verifies[0], timeout=120)
-                assert r.status_code == 200, r.text[:300]
+                assert r.status_code == 200 and r.json()["results"][0]["fields"], r.text[:300]
                 print("verify ...", flush=True)
                 result["phases"]["verify"] = gen("/v1/verify", tok_tj, verifies, "verify")
             result["rss_after_interfaces_mb"] = round(rs.now() / 2**20, 1)
@@ -535,6 +586,8 @@ def main(argv=None) -> int:
             res["peak_rss_mb"] = round(rs.peak / 2**20, 1)
             result["phases"]["analysts_8"] = res
     finally:
+        result["cpu_s"] = {k: round(v - cpu0[k], 1) for k, v in _cpu_split(pid).items()}
+        result["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
         srv.stop()
     ph = result["phases"]
 
@@ -554,7 +607,9 @@ def main(argv=None) -> int:
     }
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, ensure_ascii=False, indent=2), encoding="utf-8")
-    print(json.dumps({k: v for k, v in result.items() if k in ("phases", "verdict", "population_base")},
+    result["cpu_s"]["other_processes"] = round(result["cpu_s"]["machine"] - result["cpu_s"]["server"]
+                                               - result["cpu_s"]["bench_and_load_generator"], 1)
+    print(json.dumps({k: v for k, v in result.items() if k in ("phases", "verdict", "population_base", "cpu_s")},
                      ensure_ascii=False, indent=1))
     return 0
 
