@@ -440,6 +440,64 @@ def micro(lake_root: Path, n: int, out: dict) -> dict:
     return res
 
 
+# ============================================================ in-process: what one lookup costs, step by step
+def components(lake_root: Path, n: int = 200) -> dict:
+    """Mean ms per call of each step the lookup handler takes today (same functions, same lake),
+    in this process, one thread: where a request's time goes besides HTTP."""
+    from govlake import access_requests, audit, grants, masking, products, query
+    from govlake.sharing.accesses import AccessLog
+    from govlake.sharing.service import fastpath
+    from govlake.storage import Lake
+
+    lake = Lake(lake_root)
+    v = lake.current_version("population_base")
+    path = query.product_file(lake, "population_base", v)
+    people = sample_people(lake_root, n)
+    meta = products.load()
+    log = AccessLog(lake)
+    key = masking.load_key()
+    import duckdb
+
+    con = duckdb.connect(":memory:", config={"threads": 1, "memory_limit": "256MB"})
+    cols = query.column_names(path)
+    sql = fastpath.equivalent_sql(cols, "id_number")
+    idx = fastpath.Index.for_version(lake, "population_base", v, "id_number", path)
+    actor = {"client_id": "bench", "kind": "app", "department": "公安", "name": "压测", "role": "ga_population_analyst"}
+
+    def t(fn, k=n):
+        t0 = time.perf_counter()
+        for i in range(k):
+            fn(i)
+        return round((time.perf_counter() - t0) / k * 1000, 3)
+
+    def audited(i):
+        it = audit.begin(lake, "lookup", {"actor": actor, "purpose": PURPOSE_GA, "resource": "population_base"})
+        audit.finish(lake, it["seq"], {"status": "ok", "rows": 1})
+
+    files = products.model_files()
+    out = {
+        "grants.load (YAML parse of config/grants.yml)": t(lambda i: grants.load()),
+        "access_requests.approved_grants (SQLite open + read)": t(lambda i: access_requests.approved_grants(lake)),
+        "query.authorize (both of the above + checks)": t(lambda i: query.authorize(
+            lake, "ga_population_analyst", PURPOSE_GA, ["population_base"], base={}, meta=meta)),
+        "Service.meta freshness check (stat of every model file)": t(lambda i: max(p.stat().st_mtime for p in
+                                                                                   products.model_files())),
+        "query.product_file (glob)": t(lambda i: query.product_file(lake, "population_base", v)),
+        "query.column_names (Parquet footer)": t(lambda i: query.column_names(path)),
+        "audit.begin + audit.finish (two durable group commits)": t(audited, 100),
+        "masking.token (HMAC of the ID for the access record)": t(lambda i: masking.token(
+            "id_number", people[i % len(people)]["id_number"], key, "sha256")),
+        "AccessLog.record (per-person SQLite index)": t(lambda i: log.record(
+            seq=10**9 + i, ts="2026-11-30T00:00:00+00:00", actor=actor, purpose=PURPOSE_GA, endpoint="lookup",
+            resource="population_base", fields=cols, persons=["v1:" + "0" * 64]), 100),
+        "DuckDB SELECT cols FROM read_parquet(?) WHERE key = ?": t(lambda i: con.execute(
+            sql, [str(path), people[i % len(people)]["id_number"]]).fetchall()),
+        "fastpath Index.lookup (warm)": t(lambda i: idx.lookup(people[i % len(people)]["id_number"], cols)),
+    }
+    out["model_files"] = len(files)
+    return out
+
+
 # ============================================================ main
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -454,12 +512,26 @@ def main(argv=None) -> int:
     ap.add_argument("--skip", nargs="*", default=[], choices=("whoami", "lookup", "verify", "sql", "analysts"))
     ap.add_argument("--micro", type=int, default=0, metavar="N",
                     help="only the in-process comparison Index vs DuckDB on N sampled keys")
+    ap.add_argument("--components", action="store_true",
+                    help="only the in-process cost of each step of a lookup (writes to the lake's audit log)")
     ap.add_argument("--serve-fastpath", nargs=2, metavar=("CONFIG", "PORT"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if not (os.environ.get("GOVLAKE_TOKEN_KEY") or os.environ.get("GOVLAKE_TOKEN_KEY_FILE")):
+        # a service in production has a join-token key: with none, lookups/verifications skip the
+        # per-person access records (HMAC + SQLite) and would look cheaper than they are
+        os.environ["GOVLAKE_TOKEN_KEY"] = os.urandom(32).hex()
+        os.environ["GOVLAKE_BENCH_THROWAWAY_TOKEN_KEY"] = "1"
     if a.serve_fastpath:
         return serve_fastpath(a.serve_fastpath[0], int(a.serve_fastpath[1]))
     if not a.lake or not a.out:
         ap.error("--lake and --out are required")
+    if a.components:
+        os.environ["GOVLAKE_LAKE_ROOT"] = str(a.lake.resolve())
+        out = {"lake": str(a.lake.resolve()), "components_ms": components(a.lake.resolve())}
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(json.dumps(out, ensure_ascii=False, indent=2), encoding="utf-8")
+        print(json.dumps(out, ensure_ascii=False, indent=1))
+        return 0
     if a.micro:
         out: dict = {"lake": str(a.lake.resolve())}
         os.environ["GOVLAKE_LAKE_ROOT"] = str(a.lake.resolve())
@@ -519,7 +591,8 @@ def main(argv=None) -> int:
             time.sleep(0.2)
     pid = srv.proc.pid
     cpu0 = _cpu_split(pid)
-    result: dict = {"lake": str(lake), "fastpath": a.fastpath, "workers": a.workers, "load_tool": tool,
+    result: dict = {"lake": str(lake), "fastpath": a.fastpath,
+                    "token_key": "throwaway" if os.environ.get("GOVLAKE_BENCH_THROWAWAY_TOKEN_KEY") else "configured", "workers": a.workers, "load_tool": tool,
                     "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                 "mem_gib": round(psutil.virtual_memory().total / 2**30, 1)},
                     "note": "server and load generator share the same 2 cores; the generator's CPU is "
