@@ -255,7 +255,7 @@ def is_encrypted(path: Path | str) -> bool:
         return fh.read(4) == ENCRYPTED_MAGIC
 
 
-_file_keys: dict[str, tuple[tuple, str, str, bytes]] = {}
+_file_keys: dict[str, tuple[tuple, str, str, bytes]] = {}  # keyring+path -> (stamps, name, key id, DEK)
 
 
 def key_material(path: Path | str) -> dict:
@@ -281,16 +281,22 @@ def file_key_id(path: Path | str) -> str | None:
 def _file_key(path: Path | str) -> tuple[str, bytes]:
     """(DuckDB key name, data key) of an encrypted file (cached while the file is unchanged)."""
     p = str(path)
-    stamp = _stamp(Path(p))
+    ring = keyring_path()
+    try:  # the cache is per keyring and forgets when the keyring changes (rotation, removal)
+        stamp = (_stamp(Path(p)), _stamp(ring))
+    except FileNotFoundError:
+        stamp = None
+    p = f"{ring}\0{p}"
     hit = _file_keys.get(p)
     if hit and hit[0] == stamp:
         return hit[1], hit[3]
-    km = key_material(p)
+    km = key_material(path)
     if km.get("doubleWrapping"):
-        raise KeyringError(f"{p}: double-wrapped key material is not supported")
+        raise KeyringError(f"{path}: double-wrapped key material is not supported")
     dek = _unwrap(km["wrappedDEK"], km["masterKeyID"])
     name = "pq_" + hashlib.sha256(km["wrappedDEK"].encode("ascii")).hexdigest()[:24]
-    _file_keys[p] = (stamp, name, km["masterKeyID"], dek)
+    if stamp is not None:
+        _file_keys[p] = (stamp, name, km["masterKeyID"], dek)
     return name, dek
 
 
@@ -299,7 +305,9 @@ def _lit(s: str) -> str:
 
 
 def read_parquet_sql(path: Path | str, con=None, options: str = "") -> str:
-    """``read_parquet('<path>'[, options][, encryption_config = {footer_key: '<name>'}])``.
+    """``read_parquet('<path>'[, options])`` for a plain file; for an encrypted one
+    ``(SELECT * FROM read_parquet('<path>'[, options], encryption_config = {footer_key: '<name>'})
+    OFFSET 0)`` (a subquery: usable wherever a table is).
 
     For an encrypted file the file's data key is added to ``con`` (``PRAGMA add_parquet_key``;
     allowed after ``lock_configuration``) under a name derived from the wrapped key; ``con`` is
@@ -313,6 +321,10 @@ def read_parquet_sql(path: Path | str, con=None, options: str = "") -> str:
         con.execute(f"PRAGMA add_parquet_key({_lit(name)}, "
                     f"{_lit(base64.b64encode(dek).decode('ascii'))})")
         args.append(f"encryption_config = {{footer_key: {_lit(name)}}}")
+        # DuckDB 2.0.1 fails ("Computed AES tag differs from read AES tag") when a filter is
+        # pushed into the scan of a pyarrow-encrypted file and rows match; OFFSET 0 keeps
+        # filters above the scan (projection pushdown still applies). ADR 0014 gives the cost.
+        return f"(SELECT * FROM read_parquet({', '.join(args)}) OFFSET 0)"
     return f"read_parquet({', '.join(args)})"
 
 
