@@ -267,3 +267,67 @@ def test_a_day_with_nothing_new_publishes_no_new_version(lakes, capsys):
     runner._print_transform(Console(file=buf, width=200), tr, lake)
     assert f"unchanged (v={before['population_base'][0]})" in buf.getvalue()
     assert (lake.catalog_root / "index.html").exists()
+
+
+# ------------------------------------------------------------------------------ failed transform
+def _marriage_file(lake: Lake, event_date: str) -> Path:
+    """A delivery dated FUTURE of one marriage (event ``event_date``) of two single people: an
+    event after today but not after its delivery date passes the standardized layer and fails
+    the shared suite (latest_event_date <= today), as in test_pipeline_e2e."""
+    import csv
+
+    pb = lake.current_dir("population_base")
+    single = duckdb.connect().execute(
+        f"""select id_number, name, gender_code from read_parquet('{pb}/*.parquet')
+            where in_household_registration and marital_status_code = '10' order by id_number""").fetchall()
+    man = next(p for p in single if p[2] == "1")
+    woman = next(p for p in single if p[2] == "2")
+    ds = metadata.dataset("civil_affairs.marriage_registration")
+    row = {"登记类型": "结婚", "登记日期": event_date, "男方身份证号": man[0], "男方姓名": man[1],
+           "女方身份证号": woman[0], "女方姓名": woman[1], "登记机关": "测试婚姻登记处", "证书编号": "J-RETRY-0001"}
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(ds.column_names)
+    w.writerow([row[c] for c in ds.column_names])
+    d = lake.landing(ds.dept, ds.name, FUTURE)
+    d.mkdir(parents=True, exist_ok=True)
+    f = d / f"marriage_registration_{FUTURE.replace('-', '')}.csv"
+    if f.exists():
+        f.chmod(0o644)
+    f.write_bytes(buf.getvalue().encode("utf-8-sig"))
+    return f
+
+
+FUTURE = "2031-01-02"
+
+
+@pytest.mark.slow
+def test_failed_transform_is_retried_by_the_next_run(lakes, capsys):
+    """The shared gate fails (exit 1 path). The next run delivers nothing new: it must not say
+    'not run' but retry the transform and fail again, loudly. Once a corrected redelivery
+    supersedes the bad file, a run publishes it."""
+    lake = _copy(lakes["ref"], lakes["dir"] / "retry")
+    before = _products_state(lake)
+    _marriage_file(lake, "2031年1月1日")
+    with use_lake_root(lake.root):
+        first = runner.run_pipeline(FUTURE, progress=False)
+        tr = _transform_result(first)
+        assert tr["state"] == "failed" and tr["tasks"]["gate_shared"] == "failed", tr["tasks"]
+        capsys.readouterr()
+        again = runner.run_pipeline(FUTURE, progress=True)
+        err = " ".join(capsys.readouterr().err.split())
+        assert not runner._landed_batches(again)
+        assert "not run" not in err, err
+        assert "transform_shared: finishing unpublished work — 1 landed batch not yet published " \
+               f"(civil_affairs.marriage_registration: {FUTURE})" in err, err
+        tr = _transform_result(again)
+        assert tr["state"] == "failed" and tr["tasks"]["gate_shared"] == "failed", tr["tasks"]
+        assert runner.cli_run(type("A", (), {"date": FUTURE, "only": None})()) == 1  # and exits 1
+        assert _products_state(lake) == before
+        # the corrected redelivery (same name and date, a past event) supersedes the bad batch
+        _marriage_file(lake, "2026年1月1日")
+        results = runner.run_pipeline(FUTURE, progress=False)
+    assert all(r["state"] == "success" for r in results), [(r["dag_id"], r["tasks"]) for r in results]
+    assert not runner.unpublished_work(lake).needed
+    cur = lake.manifest("marriage_household_check")
+    assert any(i["delivery_date"] == FUTURE for i in cur["inputs"]), cur["inputs"]
