@@ -1,0 +1,98 @@
+"""Cost of encryption at rest (docs/adr/0014-encryption-at-rest.md): publish and serve.
+
+    .venv/bin/python benchmarks/encryption_bench.py --rows 1000000
+
+A synthetic ``population_base`` of ``--rows`` people (benchmarks/renditions_bench.py) is
+published twice into a throw-away lake — ``encrypt=False`` then ``encrypt=True`` — with the
+renditions the reviewed grants need (a throw-away token key and keyring). Then, on each data
+file, the service's two DuckDB reads are timed (median of ``--repeat``): a lookup
+(``SELECT name, phone, address … WHERE id_number = ?``, as app.py) and ``count(*)``; and a
+full pyarrow read. Prints one JSON document.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--repeat", type=int, default=15)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="enc-bench-"))
+    os.environ["GOVLAKE_LAKE_ROOT"] = str(tmp / "lake")
+    os.environ["GOVLAKE_PARQUET_KEYRING"] = str(tmp / "secrets" / "parquet-keys.json")
+    os.environ.setdefault("GOVLAKE_TOKEN_KEY", os.urandom(32).hex())
+    import duckdb
+
+    from govlake.gate import GateResult, SuiteResult
+    from govlake.publish import publish
+    from govlake.sharing import crypto
+    from govlake.storage import Lake
+    from renditions_bench import synthetic_population
+
+    from govlake.sharing import renditions
+
+    renditions._tables()  # one-time character tables: not charged to the first publish
+    lake = Lake(tmp / "lake").ensure()
+    table = synthetic_population(args.rows)
+    out: dict = {"rows": args.rows}
+    files = {}
+    for mode, enc in (("plain", False), ("encrypted", True)):
+        run_id = f"20261201T00000{int(enc)}-bench0"
+        cand = lake.candidate(run_id) / "population_base.parquet"
+        cand.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, cand, compression="zstd", row_group_size=122_880)
+        rep = lake.report_dir(run_id, "shared")
+        rep.mkdir(parents=True, exist_ok=True)
+        sr = SuiteResult(model="population_base", suite="shared.population_base", success=True, evaluated=1,
+                         failed=[], table=str(cand), row_count=table.num_rows)
+        gr = GateResult(layer="shared", run_id=run_id, success=True, suite_results={"population_base": sr},
+                        report_path=rep / "r.html", docs_path=rep / "d" / "index.html",
+                        json_path=rep / "v.json", seconds=0.0)
+        t0, c0 = time.perf_counter(), time.process_time()
+        v = publish(lake, "population_base", cand, run_id=run_id, gate_result=gr, inputs=[], encrypt=enc)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        m = lake.manifest("population_base", v)
+        files[mode] = lake.version_dir("population_base", v) / "population_base.parquet"
+        out[f"publish_{mode}"] = {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
+                                  "renditions": len(m.get("renditions", [])),
+                                  "data_bytes": m["files"][0]["bytes"]}
+    # serving: the service's DuckDB reads (a per-thread connection, 1 thread, as app.py)
+    ids = table.column("id_number").to_pylist()
+    probes = [ids[(i * 7919) % len(ids)] for i in range(args.repeat)]
+    for mode, f in files.items():
+        con = duckdb.connect(":memory:", config={"threads": 1, "memory_limit": "256MB"})
+        lk, ct = [], []
+        for key in probes:
+            t0 = time.perf_counter()
+            src = crypto.read_parquet_sql(f, con)
+            rows = con.execute(f"SELECT name, phone, address FROM {src} WHERE id_number = ?", [key]).fetchall()
+            lk.append(time.perf_counter() - t0)
+            assert rows, "lookup found nothing"
+            t0 = time.perf_counter()
+            con.execute(f"SELECT count(*) FROM {crypto.read_parquet_sql(f, con)}").fetchone()
+            ct.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        pq.read_table(f, **crypto.arrow_read_options(f))
+        out[f"serve_{mode}"] = {"lookup_ms_median": round(statistics.median(lk) * 1000, 1),
+                                "count_ms_median": round(statistics.median(ct) * 1000, 1),
+                                "pyarrow_full_read_ms": round((time.perf_counter() - t0) * 1000, 1)}
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
