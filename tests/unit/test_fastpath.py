@@ -142,3 +142,28 @@ def test_bad_key_column_is_named(tmp_path):
         F.Index(path, "uscc")
     with pytest.raises(F.FastPathError, match="department_count.*int64 is not text"):
         F.Index(path, "department_count")
+
+
+def test_encrypted_source_gives_an_encrypted_copy_and_the_same_answers(tmp_path, monkeypatch):
+    """ADR 0014: a published file with L3/L4 values is encrypted; the lookup copy holds the same
+    values, so it is encrypted too, and answers equal DuckDB's on the encrypted file."""
+    from govlake.sharing import crypto
+
+    monkeypatch.setenv(crypto.KEYRING_ENV, str(tmp_path / "secrets" / "parquet-keys.json"))
+    crypto.ensure_keyring()
+    rows = _rows(3000)
+    plain = _write(tmp_path / "plain.parquet", rows, row_group_size=1000)
+    enc = tmp_path / "v" / "part-0.parquet"
+    enc.parent.mkdir()
+    crypto.encrypt_copy(plain, enc)
+    assert crypto.is_encrypted(enc)
+    idx = F.Index(enc, "id_number", copy_dir=tmp_path / "lookup")
+    assert idx.encrypted and crypto.is_encrypted(idx.copy_path)
+    assert rows[5]["name"].encode("utf-8") not in idx.copy_path.read_bytes()
+    cols = ["id_number", "name", "birth_date"]
+    con = duckdb.connect()
+    for r in rows[::150]:
+        got = idx.lookup(r["id_number"], cols)
+        cur = con.execute(f"SELECT id_number, name, birth_date FROM {crypto.read_parquet_sql(enc, con)} "
+                          "WHERE id_number = ?", [r["id_number"]])
+        assert got == [dict(zip(cols, t)) for t in cur.fetchall()] and got[0]["name"] == r["name"]

@@ -127,7 +127,10 @@ class Index:
         self.path = str(path)
         self.key_column = key_column
         self.product, self.version = product, version
-        src = pq.ParquetFile(self.path)
+        from govlake.sharing import crypto
+
+        self.encrypted = crypto.is_encrypted(self.path)
+        src = pq.ParquetFile(self.path, **crypto.arrow_read_options(self.path))
         names = src.schema_arrow.names
         if key_column not in names:
             raise FastPathError(f"{self.path}: no column {key_column!r} (columns: {', '.join(names)})")
@@ -142,7 +145,7 @@ class Index:
         t0 = time.perf_counter()
         self.built = self._ensure_copy()
         self.build_s = time.perf_counter() - t0
-        self.pf = pq.ParquetFile(str(self.copy_path), memory_map=True)
+        self.pf = pq.ParquetFile(str(self.copy_path), memory_map=True, **crypto.arrow_read_options(self.copy_path))
         md = self.pf.metadata
         counts = [md.row_group(i).num_rows for i in range(md.num_row_groups)]
         self.rg_starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -162,7 +165,7 @@ class Index:
     def _stamp(self) -> dict:
         st = os.stat(self.path)
         return {"source": self.path, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "rows": self.source_rows,
-                "key": self.key_column, "row_group_rows": ROW_GROUP_ROWS}
+                "key": self.key_column, "row_group_rows": ROW_GROUP_ROWS, "encrypted": self.encrypted}
 
     def _ensure_copy(self) -> bool:
         """Write the key-sorted copy unless an up-to-date one exists; True when written."""
@@ -182,11 +185,22 @@ class Index:
         con = duckdb.connect(":memory:", config={"threads": 2, "memory_limit": BUILD_MEMORY,
                                                  "temp_directory": str(spill), "preserve_insertion_order": True})
         try:
+            from govlake.sharing import crypto
+
             k = '"' + self.key_column.replace('"', '""') + '"'
+            src = crypto.read_parquet_sql(self.path, con, options="file_row_number = true")
             # rows of one key stay in file order: the order the DuckDB query returns them in
-            con.execute(f"COPY (SELECT * EXCLUDE (file_row_number) FROM read_parquet(?, file_row_number = true) "
-                        f"ORDER BY {k} NULLS LAST, file_row_number) TO '{tmp}' "
-                        f"(FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP_ROWS}, COMPRESSION zstd)", [self.path])
+            sql = (f"SELECT * EXCLUDE (file_row_number) FROM {src} "
+                   f"ORDER BY {k} NULLS LAST, file_row_number")
+            if self.encrypted:  # the copy holds the same values: encrypted like its source (ADR 0014)
+                reader = con.sql(sql).to_arrow_reader(ROW_GROUP_ROWS)
+                crypto.write_batches(reader, reader.schema, tmp, encrypt=True, row_group_size=ROW_GROUP_ROWS)
+            else:
+                con.execute(f"COPY ({sql}) TO '{tmp}' (FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP_ROWS}, "
+                            f"COMPRESSION zstd)")
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         finally:
             con.close()
         os.replace(tmp, self.copy_path)
