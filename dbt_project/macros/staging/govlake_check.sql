@@ -120,16 +120,18 @@
 {%- endmacro -%}
 
 
-{%- macro glx_plausibility_error(col, value_expr, delivery_day) -%}
+{%- macro glx_plausibility_error(col, value_expr, delivery_day, delivery_ymd) -%}
   {#- SQL: the plausibility rule the (non-NULL, valid) standardized value fails, or NULL; none when
-      the column's standard has no plausibility rule -#}
+      the column's standard has no plausibility rule. delivery_day: the delivery date as a DATE;
+      delivery_ymd: the same as the string YYYYMMDD (a valid ID number's birth date is compared as
+      a string, no cast per row) -#}
   {%- set rule = glx_plausibility_rule(col) -%}
   {%- if not rule -%}
     {{- return(none) -}}
   {%- elif col.standard == 'date' -%}
     {{- return("case when " ~ value_expr ~ " > " ~ delivery_day ~ " then " ~ glx_sql_string(rule) ~ " end") -}}
   {%- elif col.standard == 'id_number' -%}
-    {{- return("case when " ~ glx_std('gb11643_birth_date', value_expr) ~ " > " ~ delivery_day ~ " then " ~ glx_sql_string(rule) ~ " end") -}}
+    {{- return("case when " ~ glx_std('gb11643_birth_ymd', value_expr) ~ " > " ~ delivery_ymd ~ " then " ~ glx_sql_string(rule) ~ " end") -}}
   {%- else -%}
     {{- return(glx_std('std_control_character_error', value_expr)) -}}
   {%- endif -%}
@@ -284,6 +286,7 @@ valued as (
     select
         n._batch_id, n._source_file, n._source_sha256, n._row_number, n._delivery_date,
         try_cast(n._delivery_date as date) as _delivery_day,
+        strftime(try_cast(n._delivery_date as date), '%Y%m%d') as _delivery_ymd,
         n._copy_number, n._first_row_number
         {%- for c in cols %}
         {%- set r = 'n.' ~ adapter.quote(c.name) %}
@@ -325,7 +328,7 @@ standardized as (
         {{ v }} as {{ adapter.quote(c.element) }},
         {%- set idp = glx_id_parts('', c.element) if c.standard == 'id_number' else none %}
         {{ glx_std_error(c, r, t, mc, v, glx_std('gb11643_error_from', *idp) if idp else none,
-                         glx_plausibility_error(c, v, '_delivery_day')) }} as {{ adapter.quote('_err_' ~ c.element) }}
+                         glx_plausibility_error(c, v, '_delivery_day', '_delivery_ymd')) }} as {{ adapter.quote('_err_' ~ c.element) }}
         {%- endfor %}
     from valued
 ),
