@@ -167,3 +167,29 @@ def test_encrypted_source_gives_an_encrypted_copy_and_the_same_answers(tmp_path,
         cur = con.execute(f"SELECT id_number, name, birth_date FROM {crypto.read_parquet_sql(enc, con)} "
                           "WHERE id_number = ?", [r["id_number"]])
         assert got == [dict(zip(cols, t)) for t in cur.fetchall()] and got[0]["name"] == r["name"]
+
+
+def test_concurrent_lookups_from_many_threads(tmp_path, monkeypatch):
+    """The service calls the index from its thread pool: the same answers from 8 threads at once,
+    every row group decoded anew (no cache), no crash."""
+    import threading
+
+    monkeypatch.setattr(F.CACHE, "max_bytes", 0)
+    rows = _rows(6000)
+    path = _write(tmp_path / "p.parquet", rows)
+    idx = F.Index(path, "id_number", copy_dir=tmp_path / "lookup")
+    assert idx.pf.metadata.num_row_groups == 3
+    bad: list = []
+
+    def work(k):
+        for r in rows[k::8][:300]:
+            got = idx.lookup(r["id_number"], ["name", "birth_date"])
+            if {"name": r["name"], "birth_date": r["birth_date"]} not in got:
+                bad.append(r["id_number"])
+
+    ths = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    for t in ths:
+        t.start()
+    for t in ths:
+        t.join()
+    assert bad == []

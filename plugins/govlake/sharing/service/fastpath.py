@@ -145,7 +145,7 @@ class Index:
         t0 = time.perf_counter()
         self.built = self._ensure_copy()
         self.build_s = time.perf_counter() - t0
-        self.pf = pq.ParquetFile(str(self.copy_path), memory_map=True, **crypto.arrow_read_options(self.copy_path))
+        self.pf = pq.ParquetFile(str(self.copy_path), **crypto.arrow_read_options(self.copy_path))
         md = self.pf.metadata
         counts = [md.row_group(i).num_rows for i in range(md.num_row_groups)]
         self.rg_starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -160,6 +160,18 @@ class Index:
             firsts.append(k)
         self.first_keys = firsts
         self.num_rows = self.source_rows
+        self._read_opts = crypto.arrow_read_options(self.copy_path)
+        self._local = threading.local()
+
+    def _file(self) -> pq.ParquetFile:
+        """This thread's reader of the copy: a ``ParquetFile`` is not safe to read from several
+        threads at once (concurrent ``read_row_group`` calls crashed pyarrow 26 under load), so
+        each thread has its own, sharing the parsed footer."""
+        f = getattr(self._local, "pf", None)
+        if f is None:
+            f = pq.ParquetFile(str(self.copy_path), metadata=self.pf.metadata, **self._read_opts)
+            self._local.pf = f
+        return f
 
     # -- the lookup copy
     def _stamp(self) -> dict:
@@ -246,9 +258,8 @@ class Index:
             if r == root and p == product and v != keep:
                 idx = cls._registry.pop(k, None)
                 cls._owner.pop(k, None)
-                if idx is not None:
+                if idx is not None:  # readers still using it keep their handles until they finish
                     CACHE.drop(idx.copy_path)
-                    idx.pf.close()
         if meta is not None:  # the copies of older versions, also those of a previous process
             base = Path(meta) / "service" / "lookup" / product
             for d in (base.iterdir() if base.is_dir() else []):
@@ -286,7 +297,7 @@ class Index:
         ck = (str(self.copy_path), rg, columns)
         t = CACHE.get(ck)
         if t is None:
-            t = self.pf.read_row_group(rg, columns=list(columns))
+            t = self._file().read_row_group(rg, columns=list(columns))
             CACHE.put(ck, t)
         return t
 
