@@ -50,6 +50,7 @@ def env(tmp_path, lake, monkeypatch):
     monkeypatch.setenv("GOVLAKE_TOKEN_KEY", KEY.hex())
     ring = tmp_path / "secrets" / "parquet-keys.json"
     monkeypatch.setenv(crypto.KEYRING_ENV, str(ring))
+    monkeypatch.setenv("GOVLAKE_PARQUET_ENCRYPTION", "on")
     return lake, ring, grants_file, dbt
 
 
