@@ -125,8 +125,11 @@ def test_products_published_audited_and_catalogued(pipeline):
         m = lake.manifest(product)
         assert m["row_count"] > 0 and m["gate"]["success"] is True and m["inputs"]
     published = sorted(e["payload"]["product"] for e in audit.entries(lake) if e["kind"] == "publication")
-    assert published == ["department_connectivity", "legal_entity_base", "marriage_household_check",
-                         "population_base"]
+    # the three integrated products, the ops product and the six department resources (ADR 0015)
+    resources = sorted(ds.resource for ds in metadata.datasets())
+    assert published == sorted(["department_connectivity", "legal_entity_base", "marriage_household_check",
+                                "population_base"] + resources)
+    assert len(resources) == 6 and all(lake.current_version(r) == 1 for r in resources)
     assert audit.verify(lake).ok
     cat = json.loads((lake.catalog_root / "catalog.json").read_text("utf-8"))
     assert "population_base" in json.dumps(cat, ensure_ascii=False)
