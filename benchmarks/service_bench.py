@@ -104,7 +104,7 @@ def serve_fastpath(config: str, port: int) -> int:
     class Cursor:
         def __init__(self, con, lake):
             self.con, self.lake = con, lake
-            self.served = 0
+            self.served = self.verified = 0
 
         def execute(self, sql, params=None):
             m = lookup_re.match(sql)
@@ -124,8 +124,8 @@ def serve_fastpath(config: str, port: int) -> int:
                     cols, key = cols_of(m.group("cols")), m.group("key")
                     idx = index_for(self.lake, path, key)
                     found = idx.rows_for(keys, cols[1:])
-                    self.served += 1
-                    if self.served == 1:
+                    self.verified += 1
+                    if self.verified == 1:
                         print(f"fastpath: verification served by {idx!r}", file=sys.stderr, flush=True)
                     return Result(cols, [(k, *r) for k, rs in found.items() for r in rs])
             return self.con.execute(sql, params)
