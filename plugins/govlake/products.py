@@ -38,6 +38,7 @@ pipeline (``transform.shared_products``), the sharing service and ``govlake cata
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import yaml
@@ -264,15 +265,27 @@ def dataset_product(ds: metadata.Dataset) -> Product:
 def _dataset_products(dbt_dir: Path | None, files: list[Path] | None) -> list[Product]:
     """One department resource per dataset of the source YAML (of ``files`` when given: the
     ``_*__sources.yml`` among them)."""
+    if files is None:
+        files = metadata.sources_files(Path(dbt_dir) if dbt_dir else None)
+    files = [Path(f) for f in files if Path(f).name.startswith("_") and Path(f).name.endswith("__sources.yml")]
     try:
-        if files is None:
-            dss = metadata.datasets(Path(dbt_dir) if dbt_dir else None)
-        else:
-            dss = [d for f in files if Path(f).name.endswith("__sources.yml")
-                   for d in metadata.parse_sources_file(Path(f))]
+        # by file state, not metadata.datasets()'s process-lifetime cache: a long-running reader
+        # (the sharing service) sees an edited grade at its next metadata reload
+        stamp = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+        dss = _sources_datasets(stamp)
     except metadata.MetadataError as exc:
         raise ProductMetadataError(str(exc)) from exc
     return [dataset_product(d) for d in dss]
+
+
+@lru_cache(maxsize=16)
+def _sources_datasets(stamp: tuple) -> list:
+    out = [d for f, _, _ in stamp for d in metadata.parse_sources_file(Path(f))]
+    ids = [d.id for d in out]
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise metadata.MetadataError(f"datasets declared twice: {dup}")
+    return out
 
 
 def load(dbt_dir: Path | None = None, files: list[Path] | None = None) -> dict[str, Product]:
