@@ -455,9 +455,15 @@ def prepare(lake: Lake, auth: Authorization, analysis: Analysis, *, memory_limit
                 path = base_file
                 rids[name] = ""
             files[name] = str(path)
-            select = ", ".join(masking.sql_ident(c.column) for c in plan)
-            con.execute(f"CREATE VIEW {masking.sql_ident(name)} AS SELECT {select} FROM "
-                        f"{crypto.read_parquet_sql(path, con)}")
+            if crypto.is_encrypted(path):
+                # an encrypted file (ADR 0014) is read through pyarrow, registered under the
+                # product's name with the plan's columns only: no other name or column exists,
+                # and the scan needs no file access (allowed_paths lists only plain files)
+                crypto.register(con, name, path, [c.column for c in plan])
+            else:
+                select = ", ".join(masking.sql_ident(c.column) for c in plan)
+                con.execute(f"CREATE VIEW {masking.sql_ident(name)} AS SELECT {select} FROM "
+                            f"{crypto.read_parquet_sql(path, con)}")
         for name, cols in excluded.items():
             hidden = sorted(set(analysis.columns) & set(cols) - visible)
             if hidden:
@@ -466,7 +472,8 @@ def prepare(lake: Lake, auth: Authorization, analysis: Analysis, *, memory_limit
                                    f"grant {g.grant_id} covers only: {', '.join(g.columns)}")
         if excluded:
             auth.base["grant_columns"] = {n: list(auth.approved[n].columns) for n in excluded}
-        con.execute("SET allowed_paths = [" + ", ".join(masking.sql_literal(f) for f in files.values()) + "]")
+        plain = [f for f in files.values() if not crypto.is_encrypted(f)]
+        con.execute("SET allowed_paths = [" + ", ".join(masking.sql_literal(f) for f in plain) + "]")
         _lock_down(con)
     except BaseException:
         con.close()

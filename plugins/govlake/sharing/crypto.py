@@ -19,10 +19,14 @@ encryption) by pyarrow's ``CryptoFactory`` with a KMS client over a local **keyr
 
 Readers go through one helper each:
 
-* DuckDB: ``read_parquet_sql(path, con)`` — the ``read_parquet(…)`` SQL of the file, and for an
-  encrypted file it unwraps the file's data key and adds it to ``con`` with
-  ``PRAGMA add_parquet_key`` (DuckDB reads uniformly encrypted files; it cannot *write* them
-  securely without the httpfs extension, so writing is pyarrow's);
+* DuckDB: ``read_parquet_sql(path, con)`` — SQL naming the file's rows: ``read_parquet(…)`` for
+  a plain file; for an encrypted one a relation registered in ``con`` (``register``): a
+  ``pyarrow.dataset`` over the file that decrypts in memory with the file's data key, which
+  DuckDB scans with projection and filter pushdown. DuckDB 2.0.1's own reader cannot be used:
+  it fails with "Computed AES tag differs from read AES tag" on pyarrow-encrypted files whose
+  column chunks span several pages (from ~100 k rows) and on filtered scans (ADR 0014). DuckDB
+  cannot *write* encrypted Parquet securely without the httpfs extension, so writing is
+  pyarrow's too;
 * pyarrow: ``arrow_read_options(path)`` — ``{"decryption_properties": …}`` or ``{}``;
 * writers: ``write_batches`` / ``encrypt_copy`` (pyarrow ``ParquetWriter`` with the encryption
   properties of the newest key).
@@ -304,32 +308,132 @@ def _lit(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
-def read_parquet_sql(path: Path | str, con=None, options: str = "") -> str:
-    """``read_parquet('<path>'[, options])`` for a plain file; for an encrypted one
-    ``(SELECT * FROM read_parquet('<path>'[, options], encryption_config = {footer_key: '<name>'})
-    OFFSET 0)`` (a subquery: usable wherever a table is).
+def _ident(s: str) -> str:
+    return '"' + s.replace('"', '""') + '"'
 
-    For an encrypted file the file's data key is added to ``con`` (``PRAGMA add_parquet_key``;
-    allowed after ``lock_configuration``) under a name derived from the wrapped key; ``con`` is
-    required then. ``options`` is extra named parameters, e.g. ``"hive_partitioning = false"``."""
+
+_datasets: dict[str, tuple[tuple, object]] = {}  # keyring+path -> (stamps, pyarrow dataset)
+_datasets_lock = threading.Lock()
+
+
+def arrow_dataset(path: Path | str, columns: list[str] | None = None):
+    """A ``pyarrow.dataset`` over the one Parquet file ``path``; for an encrypted file its scans
+    decrypt in memory with the file's data key (unwrapped once by the keyring, then
+    ``FileDecryptionProperties`` with that key: no KMS call per scan). ``columns``: the
+    dataset shows only these columns, in this order (a projection of its schema).
+
+    This is how encrypted files are read with DuckDB (``register``): DuckDB 2.0.1's own Parquet
+    reader fails with "Computed AES tag differs from read AES tag" on pyarrow-encrypted files
+    whose column chunks span several pages (from ~100 k rows), ADR 0014."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    p = str(path)
+    if not is_encrypted(p):
+        d = ds.dataset(p, format="parquet")
+    else:
+        ring = keyring_path()
+        try:
+            stamp = (_stamp(Path(p)), _stamp(ring))
+        except FileNotFoundError:
+            stamp = None
+        ck = f"{ring}\0{p}"
+        with _datasets_lock:
+            hit = _datasets.get(ck)
+        if hit is not None and stamp is not None and hit[0] == stamp:
+            d = hit[1]
+        else:
+            import pyarrow.parquet.encryption as pe
+
+            _name, dek = _file_key(p)
+            opts = ds.ParquetFragmentScanOptions(
+                decryption_properties=pe.create_decryption_properties(dek))
+            d = ds.dataset(p, format=ds.ParquetFileFormat(default_fragment_scan_options=opts))
+            if stamp is not None:
+                with _datasets_lock:
+                    _datasets[ck] = (stamp, d)
+    if columns is not None:
+        missing = [c for c in columns if c not in d.schema.names]
+        if missing:
+            raise KeyError(f"{p}: no column(s) {', '.join(missing)} (has {', '.join(d.schema.names)})")
+        d = d.replace_schema(pa.schema([d.schema.field(c) for c in columns]))
+    return d
+
+
+def register(con, name: str, path: Path | str, columns: list[str] | None = None) -> None:
+    """Register the Parquet file ``path`` in the DuckDB connection ``con`` as the relation
+    ``name`` (only ``columns``, in that order, when given), read through pyarrow
+    (``arrow_dataset``): DuckDB scans it with projection and filter pushdown and needs no file
+    access (works after ``enable_external_access = false``). Replaces an earlier registration
+    of ``name``."""
+    _register(con, name, arrow_dataset(path, columns))
+
+
+def _register(con, name: str, obj) -> None:
+    import duckdb
+
+    try:
+        con.register(name, obj)
+    except duckdb.ResourceInUseException:
+        # DuckDB 2 refuses to register while an earlier execute()'s result is unfinished (e.g.
+        # after fetchone()); run it to its end first, as executing the next statement would
+        con.complete()
+        con.register(name, obj)
+
+
+def _arrow_with_row_number(path: Path | str, column: str):
+    """A one-shot ``RecordBatchReader`` over the file's rows in file order with a 0-based
+    ``column`` (BIGINT) of row positions (DuckDB's ``file_row_number``)."""
+    import pyarrow as pa
+
+    d = arrow_dataset(path)
+    schema = d.schema.append(pa.field(column, pa.int64()))
+
+    def gen():
+        n = 0
+        for b in d.to_batches(use_threads=True):  # in file order
+            yield pa.RecordBatch.from_arrays(
+                list(b.columns) + [pa.array(range(n, n + b.num_rows), type=pa.int64())], schema=schema)
+            n += b.num_rows
+
+    return pa.RecordBatchReader.from_batches(schema, gen())
+
+
+def read_parquet_sql(path: Path | str, con=None, options: str = "") -> str:
+    """SQL naming the rows of the Parquet file ``path``, usable wherever a table is: for a plain
+    file ``read_parquet('<path>'[, options])``; for an encrypted one the name of a relation
+    registered in ``con`` (required then) that reads it through pyarrow (``register``;
+    DuckDB's own reader cannot read pyarrow-encrypted multi-page files, ADR 0014).
+
+    ``options`` is extra named parameters of ``read_parquet``, e.g.
+    ``"hive_partitioning = false"``. For an encrypted file only ``hive_partitioning`` (ignored:
+    one file) and ``file_row_number = true`` (a ``file_row_number`` column; the relation can
+    then be scanned **once**) are supported."""
     args = [_lit(str(path))] + ([options] if options else [])
-    if is_encrypted(path):
-        if con is None:
-            raise KeyringError(f"{path}: encrypted; read_parquet_sql needs the DuckDB connection "
-                               "to add its key to")
-        name, dek = _file_key(path)
-        con.execute(f"PRAGMA add_parquet_key({_lit(name)}, "
-                    f"{_lit(base64.b64encode(dek).decode('ascii'))})")
-        args.append(f"encryption_config = {{footer_key: {_lit(name)}}}")
-        # DuckDB 2.0.1 fails ("Computed AES tag differs from read AES tag") when a filter is
-        # pushed into the scan of a pyarrow-encrypted file and rows match; OFFSET 0 keeps
-        # filters above the scan (projection pushdown still applies). ADR 0014 gives the cost.
-        return f"(SELECT * FROM read_parquet({', '.join(args)}) OFFSET 0)"
-    return f"read_parquet({', '.join(args)})"
+    if not is_encrypted(path):
+        return f"read_parquet({', '.join(args)})"
+    if con is None:
+        raise KeyringError(f"{path}: encrypted; read_parquet_sql needs the DuckDB connection "
+                           "to register it in")
+    row_number = False
+    for opt in filter(None, (o.strip() for o in options.split(","))):
+        k, _, v = (x.strip().lower() for x in opt.partition("="))
+        if k == "file_row_number" and v == "true":
+            row_number = True
+        elif k not in ("hive_partitioning", "file_row_number"):
+            raise ValueError(f"{path}: read_parquet option {opt!r} is not supported for an "
+                             "encrypted file (read through pyarrow)")
+    name = "__govlake_enc_" + hashlib.sha256(str(Path(path).resolve()).encode("utf-8")).hexdigest()[:20]
+    if row_number:
+        name += "_rn"
+        _register(con, name, _arrow_with_row_number(path, "file_row_number"))
+    else:
+        register(con, name, path)
+    return _ident(name)
 
 
 def configure(con, paths: Iterable[Path | str]) -> None:
-    """Add the data keys of the encrypted files among ``paths`` to ``con``."""
+    """Register the encrypted files among ``paths`` in ``con`` (``read_parquet_sql``)."""
     for p in paths:
         read_parquet_sql(p, con)
 
@@ -394,10 +498,6 @@ def needs_encryption(product: str, columns: list[str] | None = None) -> bool:
     metadata, or no readable metadata for it (fail closed)."""
     from govlake import products
 
-    # opt-in until DuckDB reads pyarrow-encrypted multi-page files reliably (ADR 0014: at 1 M
-    # rows DuckDB 2.0.1 fails with "Computed AES tag differs" reading them)
-    if os.environ.get("GOVLAKE_PARQUET_ENCRYPTION", "").lower() not in ("1", "on", "true", "yes"):
-        return False
     try:
         meta = products.load().get(product)
     except products.ProductMetadataError:
