@@ -12,7 +12,6 @@ clearance."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import duckdb
 import pyarrow.parquet as pq
