@@ -50,7 +50,7 @@ def env(tmp_path, lake, monkeypatch):
     monkeypatch.setenv("GOVLAKE_TOKEN_KEY", KEY.hex())
     ring = tmp_path / "secrets" / "parquet-keys.json"
     monkeypatch.setenv(crypto.KEYRING_ENV, str(ring))
-    monkeypatch.setenv("GOVLAKE_PARQUET_ENCRYPTION", "on")
+    monkeypatch.delenv("GOVLAKE_PARQUET_ENCRYPTION", raising=False)  # on by default: no switch
     return lake, ring, grants_file, dbt
 
 
@@ -65,6 +65,7 @@ def _needles(rows):
 def test_without_the_key_no_clear_l3_l4_value_is_readable(env, monkeypatch):
     lake, ring, _, _ = env
     rows = S.people(300)
+    assert not ring.exists()  # the publish creates the keyring (0600), as a fresh clone needs
     v, cand = _publish(lake, rows, "20261124T101500-ab12cd")
     vdir = lake.version_dir("population_base", v)
     m = json.loads((vdir / "_manifest.json").read_text(encoding="utf-8"))
@@ -177,3 +178,226 @@ def test_keyring_errors_name_the_file(env, tmp_path, monkeypatch):
     os.close(fd)
     with pytest.raises(crypto.KeyringError, match="bad.json: key k"):
         crypto.load_keyring(bad)
+
+
+STATS_YAML = S.SHARED_MODELS_YAML + """\
+  - name: division_stats
+    description: 区划人口统计
+    config:
+      meta:
+        product: true
+        title: 区划人口统计
+        code: GOV-TJ-0003
+        owner_department: 统计
+        owner: 省统计局
+        sharing_type: 无条件共享
+        update_cycle: daily
+        summary: 各区划人口数
+    columns:
+      - name: division_code
+        config: {meta: {grade: L1, element: division_code}}
+      - name: people
+        config: {meta: {grade: L2, element: count}}
+"""
+
+
+def test_l1_l2_only_products_stay_plain(env, tmp_path, monkeypatch):
+    lake = env[0]
+    S.write_dbt_dir(tmp_path, STATS_YAML)  # the fixture's dbt dir, plus an L1/L2-only product
+    assert crypto.needs_encryption("division_stats", ["division_code", "people"]) is False
+    assert crypto.needs_encryption("population_base", ["division_code", "name"]) is True
+    assert crypto.needs_encryption("no_such_product", ["division_code"]) is True  # fail closed
+    run_id = "20261124T101500-ab12cd"
+    cand = lake.candidate(run_id) / "division_stats.parquet"
+    cand.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"division_code": ["110105", "330106"], "people": [3, 4]}), cand)
+    sr = SuiteResult(model="division_stats", suite="shared.division_stats", success=True, evaluated=1,
+                     failed=[], table=str(cand), row_count=2)
+    out = lake.report_dir(run_id, "shared")
+    out.mkdir(parents=True, exist_ok=True)
+    gr = GateResult(layer="shared", run_id=run_id, success=True, suite_results={"division_stats": sr},
+                    report_path=out / "r.html", docs_path=out / "d" / "index.html", json_path=out / "v.json",
+                    seconds=0.1)
+    v = publish(lake, "division_stats", cand, run_id=run_id, gate_result=gr, inputs=[])
+    data = lake.version_dir("division_stats", v) / "division_stats.parquet"
+    assert not crypto.is_encrypted(data)
+    assert "encryption" not in lake.manifest("division_stats", v)
+    assert data.read_bytes() == cand.read_bytes()  # a byte copy, as before ADR 0014
+    con = duckdb.connect()
+    assert crypto.read_parquet_sql(data, con).startswith("read_parquet(")
+
+
+# ---- at a size DuckDB's own reader fails on --------------------------------------------------
+BIG = 150_000  # DuckDB 2.0.1 fails from ~100 k rows (a boolean column); 20 k reads fine
+
+
+def _big_table(n: int) -> pa.Table:
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    ids = np.char.add("3301061990", np.char.zfill(np.arange(n).astype(str), 8))
+    names = np.array(["王伟", "李芳", "张娜", "欧阳秀英", "陈静"])[rng.integers(0, 5, n)]
+    return pa.table({
+        "id_number": pa.array(ids.tolist()),
+        "name": pa.array(names.tolist()),
+        "division_code": pa.array(np.array(["110105", "330106", "440305"])[rng.integers(0, 3, n)].tolist()),
+        "birth_date": pa.array((np.datetime64("1950-01-01") + rng.integers(0, 20000, n).astype("timedelta64[D]"))),
+        "phone": pa.array(np.char.add("139", np.char.zfill(rng.integers(0, 10**8, n).astype(str), 8)).tolist(),
+                          mask=rng.random(n) < 0.05),
+        "department_count": pa.array(rng.integers(1, 4, n).astype(np.int32)),
+        # the column DuckDB 2.0.1 fails on: RLE-encoded booleans in an encrypted file (from ~100 k
+        # rows; at 20 k it reads them)
+        "in_household_registration": pa.array((rng.random(n) < 0.97).tolist()),
+    })
+
+
+def test_large_encrypted_file_duckdb_reader_fails_dataset_path_reads(env, tmp_path):
+    """The finding that kept encryption off (ADR 0014): DuckDB's reader, given the file's data
+    key, fails on a multi-page encrypted file; the pyarrow-dataset path reads it, value for
+    value, with filters and aggregates, after the connection is locked down."""
+    import base64
+
+    crypto.ensure_keyring()
+    table = _big_table(BIG)
+    plain = tmp_path / "plain.parquet"
+    pq.write_table(table, plain, compression="zstd", row_group_size=122_880)
+    enc = tmp_path / "enc.parquet"
+    crypto.encrypt_copy(plain, enc)
+    assert crypto.is_encrypted(enc)
+
+    # DuckDB's own reader with the right key: fails (if a DuckDB upgrade fixes this, this
+    # assertion fails and ADR 0014 can reconsider the read path)
+    con = duckdb.connect()
+    name, dek = crypto._file_key(enc)
+    con.execute(f"PRAGMA add_parquet_key('{name}', '{base64.b64encode(dek).decode()}')")
+    with pytest.raises(duckdb.Error, match="AES tag"):
+        con.execute(f"SELECT count(*) FILTER (WHERE in_household_registration) FROM read_parquet('{enc}', "
+                    f"encryption_config = {{footer_key: '{name}'}})").fetchall()
+
+    # the pyarrow-dataset path, on a locked-down connection without file access
+    con = duckdb.connect(config={"threads": 2})
+    src = crypto.read_parquet_sql(enc, con)
+    con.execute("SET python_enable_replacements = false")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    ref = duckdb.connect()
+    rsrc = f"read_parquet('{plain}')"
+    queries = [
+        "SELECT count(*), min(name), max(phone), count(phone), sum(department_count) FROM {s}",
+        "SELECT division_code, count(*), min(birth_date), max(name) FROM {s} GROUP BY 1 ORDER BY 1",
+        "SELECT * FROM {s} WHERE id_number = '330106199000123456'",
+        "SELECT id_number, phone FROM {s} WHERE birth_date >= DATE '1990-01-01' AND division_code = '440305' "
+        "AND phone IS NOT NULL ORDER BY id_number LIMIT 50",
+        "SELECT count(*) FROM {s} WHERE phone IS NULL OR name IN ('欧阳秀英', '陈静')",
+        "SELECT in_household_registration, count(*) FROM {s} GROUP BY 1 ORDER BY 1",
+        "SELECT count(*) FROM {s} WHERE NOT in_household_registration AND division_code <> '110105'",
+        "SELECT count(*) FROM {s} WHERE department_count > 2 AND name LIKE '欧阳%'",
+    ]
+    for q in queries:
+        got = con.execute(q.format(s=src)).fetchall()
+        assert got == ref.execute(q.format(s=rsrc)).fetchall(), q
+        assert got and got != [(0,)], q  # each query finds rows
+    row = con.execute(f"SELECT name, division_code FROM {src} WHERE id_number = '330106199000123456'").fetchall()
+    assert row == [(table.column("name")[123456].as_py(), table.column("division_code")[123456].as_py())]
+    # whole file, in file order, equals the source
+    assert con.sql(f"SELECT * FROM {src}").to_arrow_table().equals(table)
+    # the locked connection still cannot read files directly
+    for f in (enc, plain):
+        with pytest.raises(duckdb.Error, match="[Pp]ermission|external access"):
+            con.execute(f"SELECT count(*) FROM read_parquet('{f}')").fetchall()
+
+
+def test_large_publish_renditions_and_engine(env):
+    """A publish at that size (data file and renditions encrypted, built through the dataset
+    path) and the engine's reads of both."""
+    lake, _, grants_file, dbt = env
+    rows = S.people(40)
+    table = _big_table(BIG)
+    extra = pa.table({"gender_code": ["1"] * BIG, "address": ["浙江省杭州市西湖区文三路100号"] * BIG})
+    for c in extra.column_names:
+        table = table.append_column(c, extra.column(c))
+    run_id = "20261124T101500-ab12cd"
+    cand = lake.candidate(run_id) / "population_base.parquet"
+    cand.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, cand, compression="zstd", row_group_size=122_880)
+    out = lake.report_dir(run_id, "shared")
+    out.mkdir(parents=True, exist_ok=True)
+    sr = SuiteResult(model="population_base", suite="shared.population_base", success=True, evaluated=1,
+                     failed=[], table=str(cand), row_count=BIG)
+    gr = GateResult(layer="shared", run_id=run_id, success=True, suite_results={"population_base": sr},
+                    report_path=out / "r.html", docs_path=out / "d" / "index.html", json_path=out / "v.json",
+                    seconds=0.1)
+    v = publish(lake, "population_base", cand, run_id=run_id, gate_result=gr, inputs=[])
+    del rows
+    m = lake.manifest("population_base", v)
+    vdir = lake.version_dir("population_base", v)
+    assert m["encryption"]["key_id"] and m["renditions"]
+    for f in [vdir / "population_base.parquet"] + [vdir / r["path"] for r in m["renditions"]]:
+        assert crypto.is_encrypted(f), f
+        assert pq.read_metadata(f, **crypto.arrow_read_options(f)).num_rows == BIG
+    rend = vdir / m["renditions"][0]["path"]
+    # the rendition carries the boolean column DuckDB's reader fails on: the build read it
+    assert "in_household_registration" in pq.read_schema(rend, **crypto.arrow_read_options(rend)).names
+    rt = pq.read_table(rend, columns=["id_number", "name"], **crypto.arrow_read_options(rend))
+    i = 98_765
+    assert rt.column("name")[i].as_py() == masking.mask_name(table.column("name")[i].as_py())
+    assert rt.column("id_number")[i].as_py() == masking.token("id_number", table.column("id_number")[i].as_py(),
+                                                              KEY, "sha256")
+    key = table.column("id_number")[i].as_py()
+    res = query.run_query("ga_analyst", "人口信息核查",
+                          f"SELECT name, phone FROM population_base WHERE id_number = '{key}'",
+                          lake=lake, grants_path=grants_file, dbt_dir=dbt)
+    assert res.table.to_pylist() == [{"name": table.column("name")[i].as_py(), "phone": table.column("phone")[i].as_py()}]
+    res = query.run_query("mz_analyst", "婚姻登记核验",
+                          "SELECT division_code, count(*) AS n FROM population_base GROUP BY 1 ORDER BY 1",
+                          lake=lake, grants_path=grants_file, dbt_dir=dbt)
+    want = duckdb.connect().execute(f"SELECT division_code, count(*) FROM read_parquet('{cand}') GROUP BY 1 ORDER BY 1").fetchall()
+    assert [tuple(r.values()) for r in res.table.to_pylist()] == want
+
+
+def test_engine_registration_exposes_only_the_product_and_its_plan(env):
+    """User SQL reaches an encrypted product only as its product name, with the columns and
+    values of the role's rendition; no other registered name, no file, no replacement scan."""
+    lake, _, grants_file, dbt = env
+    rows = S.people(60)
+    _publish(lake, rows, "20261124T101500-ab12cd")
+    data = lake.version_dir("population_base", lake.current_version("population_base")) / "population_base.parquet"
+    # mz_analyst (L2): names masked, ID numbers as tokens — read from the encrypted rendition
+    res = query.run_query("mz_analyst", "婚姻登记核验", "SELECT * FROM population_base",
+                          lake=lake, grants_path=grants_file, dbt_dir=dbt)
+    got = res.table.to_pylist()
+    assert [r["name"] for r in got] == [masking.mask_name(r["name"]) for r in rows]
+    assert [r["id_number"] for r in got] == [masking.token("id_number", r["id_number"], KEY, "sha256") for r in rows]
+    clear = {r[c] for r in rows for c in ("id_number", "name")}
+    assert not clear & {v for r in got for v in r.values()}
+    for sql in ("SELECT count(*) FROM __govlake_enc_x",
+                f"SELECT count(*) FROM '{data}'",
+                f"SELECT count(*) FROM read_parquet('{data}')",
+                "SELECT * FROM duckdb_views()",
+                "SELECT * FROM information_schema.tables"):
+        with pytest.raises(query.QueryRefused):
+            query.run_query("mz_analyst", "婚姻登记核验", sql, lake=lake, grants_path=grants_file, dbt_dir=dbt)
+    # inside the prepared, locked connection itself (below the SQL checks): one relation, the
+    # product's, with the plan's columns; no file reachable
+    auth = query.authorize(lake, "mz_analyst", "婚姻登记核验", ["population_base"], base={},
+                           grants_path=grants_file, dbt_dir=dbt)
+    prep = query.prepare(lake, auth, query.analyze("SELECT * FROM population_base"))
+    try:
+        assert crypto.is_encrypted(prep.files["population_base"])
+        names = {r[0] for r in prep.con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        assert names == {"population_base"}
+        cols = [r[0] for r in prep.con.execute("DESCRIBE population_base").fetchall()]
+        assert cols == res.table.column_names
+        for f in (data, prep.files["population_base"]):
+            with pytest.raises(duckdb.Error):
+                prep.con.execute(f"SELECT count(*) FROM read_parquet('{f}')").fetchall()
+        with pytest.raises(duckdb.Error):
+            prep.con.execute("SET python_enable_replacements = true")
+    finally:
+        prep.con.close()
+    # a projection registers only the columns asked for
+    con = duckdb.connect()
+    crypto.register(con, "p", data, ["division_code", "name"])
+    assert con.sql("SELECT * FROM p").to_arrow_table().column_names == ["division_code", "name"]
+    with pytest.raises(duckdb.Error, match="id_number"):
+        con.execute("SELECT id_number FROM p").fetchall()
