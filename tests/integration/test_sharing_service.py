@@ -587,3 +587,40 @@ def test_secret_guessing_is_limited(svc):
     time.sleep(float(r.headers["Retry-After"]) + 0.1)
     r = httpx.post(svc["url"] + "/v1/oauth/token", data={**bad, "client_secret": svc["creds"]["mz-approver"]})
     assert r.status_code == 200
+
+
+def test_callers_environment_and_request_cannot_widen_access(svc, tmp_path):
+    """An L1 analyst's own grants file, key and lake in its environment change nothing: the
+    service holds those; request fields naming them are refused."""
+    own = tmp_path / "grants.yml"
+    own.write_text("roles:\n  stats_public:\n    clearance: L4\n    purposes: [人口统计分析]\n"
+                   "    expires: 2099-12-31\n    products: [population_base]\n", encoding="utf-8")
+    env = {"GOVLAKE_GRANTS_FILE": str(own), "GOVLAKE_TOKEN_KEY": "00" * 32,
+           "GOVLAKE_LAKE_ROOT": str(tmp_path / "mylake")}
+    p = subprocess.run([GOVLAKE, "query", "--purpose", "人口统计分析", "--format", "csv",
+                        "select id_number from population_base limit 3"],
+                       env={**os.environ, **env, "GOVLAKE_CLIENT_ID": "tj-analyst",
+                            "GOVLAKE_CLIENT_SECRET": svc["creds"]["tj-analyst"], "GOVLAKE_SERVICE_URL": svc["url"]},
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    clear = {r["id_number"] for r in svc["rows"]}
+    assert not set(p.stdout.split()[1:]) & clear  # still masked
+    for extra in ({"grants_file": str(own)}, {"role": "ga_analyst"}, {"lake": "/tmp"}, {"memory_limit": "64GB"}):
+        problem(call(svc, "tj-analyst", "/v1/query", {"sql": "select 1", "purpose": "人口统计分析", **extra}), 422)
+
+
+def test_memory_stays_bounded(svc):
+    """A query that would need gigabytes fails inside the server's memory limit; the server
+    stays small and keeps answering."""
+    import psutil
+
+    proc = psutil.Process(svc["server"].proc.pid)
+    r = call(svc, "ga-app", "/v1/query", {
+        "sql": "select string_agg(repeat('x', 1000), ',') from range(5000000)", "purpose": "人口信息核查"})
+    assert r.status_code in (200, 422)
+    if r.status_code == 200:  # streamed: an error after the header ends the stream early
+        assert len(r.content) < 600_000_000
+    else:
+        assert "memory" in r.text.lower() or "timed out" in r.text
+    assert proc.memory_info().rss < 1_500_000_000, proc.memory_info().rss
+    assert call(svc, "ga-app", "/v1/whoami").status_code == 200
