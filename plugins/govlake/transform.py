@@ -270,7 +270,12 @@ def unchanged_publication(lake: Lake, product: str, candidate_file: Path, inputs
     """The current version's manifest if publishing ``candidate_file`` with ``inputs`` would add
     nothing: the candidate's SHA-256 equals the current file's (``files[0].sha256``) and the
     inputs are the same deliveries. ``None`` otherwise (no current version, other bytes or
-    other inputs: publish)."""
+    other inputs: publish).
+
+    An encrypted current file (docs/adr/0014) never has the candidate's bytes (random nonces):
+    its plain bytes are those of the candidate it was published from (``candidate`` in the
+    manifest, kept in the candidate zone), compared when that file is still there with the
+    recorded row count; without it the product is published again."""
     from govlake.publish import sha256_file
 
     if lake.current_version(product) is None:
@@ -281,8 +286,21 @@ def unchanged_publication(lake: Lake, product: str, candidate_file: Path, inputs
         return None
     if _canonical_inputs(manifest.get("inputs")) != _canonical_inputs(inputs):
         return None
+    expected = files[0]["sha256"]
+    if files[0].get("encrypted") or manifest.get("encryption"):
+        import pyarrow.parquet as pq
+
+        published_from = Path(manifest.get("candidate") or "")
+        if not published_from.is_file() or published_from.resolve() == Path(candidate_file).resolve():
+            return None
+        try:
+            if pq.read_metadata(published_from).num_rows != manifest.get("row_count"):
+                return None
+        except Exception:  # not a readable plain Parquet file: publish
+            return None
+        expected = sha256_file(published_from)
     digest = sha256_file(Path(candidate_file))
-    return manifest if digest == files[0]["sha256"] else None
+    return manifest if digest == expected else None
 
 
 def refuse_withheld(product: str, candidate: Path, meta) -> None:
