@@ -401,3 +401,33 @@ def test_engine_registration_exposes_only_the_product_and_its_plan(env):
     assert con.sql("SELECT * FROM p").to_arrow_table().column_names == ["division_code", "name"]
     with pytest.raises(duckdb.Error, match="id_number"):
         con.execute("SELECT id_number FROM p").fetchall()
+
+
+def test_fastpath_lookup_copy_of_a_large_encrypted_file(env, tmp_path):
+    """The service's fast path (sharing/service/fastpath.py) on an encrypted file DuckDB's
+    reader cannot read: its key-sorted copy is built from the in-memory decryption, is itself
+    encrypted, nothing clear is left in its folder (no spill), and lookups equal the source."""
+    from govlake.sharing.service import fastpath as F
+
+    crypto.ensure_keyring()
+    table = _big_table(BIG)
+    plain = tmp_path / "plain.parquet"
+    pq.write_table(table, plain, compression="zstd", row_group_size=122_880)
+    enc = tmp_path / "v" / "population_base.parquet"
+    enc.parent.mkdir()
+    crypto.encrypt_copy(plain, enc)
+    folder = tmp_path / "lookup"
+    idx = F.Index(enc, "id_number", copy_dir=folder)
+    assert idx.encrypted and crypto.is_encrypted(idx.copy_path) and idx.num_rows == BIG
+    probes = [7, 4_321, 98_765, BIG - 1]
+    needles = {table.column(c)[i].as_py().encode("utf-8") for i in probes for c in ("id_number", "phone")
+               if table.column(c)[i].as_py()}
+    for f in (p for p in folder.rglob("*") if p.is_file()):
+        data = f.read_bytes()
+        assert not [n for n in needles if n in data], f"{f.name} holds clear values"
+    assert not list(folder.rglob(".spill*")) or not any(p.is_file() for p in folder.rglob(".spill/*"))
+    cols = ["id_number", "name", "in_household_registration"]
+    for i in probes:
+        want = {c: table.column(c)[i].as_py() for c in cols}
+        assert idx.lookup(want["id_number"], cols) == [want]
+    assert idx.lookup("330106199099999999", cols) == []

@@ -193,9 +193,11 @@ class Index:
                 pass
         self.copy_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = self.copy_path.with_name(f".{self.copy_path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        spill = self.copy_path.parent / ".spill"
+        # an encrypted source is decrypted in memory only (read through pyarrow, ADR 0014): the
+        # sort must not spill its clear rows to disk, so no temp directory for it
+        spill = "" if self.encrypted else str(self.copy_path.parent / ".spill")
         con = duckdb.connect(":memory:", config={"threads": 2, "memory_limit": BUILD_MEMORY,
-                                                 "temp_directory": str(spill), "preserve_insertion_order": True})
+                                                 "temp_directory": spill, "preserve_insertion_order": True})
         try:
             from govlake.sharing import crypto
 
