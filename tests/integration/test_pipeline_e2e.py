@@ -15,6 +15,7 @@ import duckdb
 import pytest
 
 from govlake import audit, generate, metadata, runner, transform
+from govlake.sharing import crypto
 from lake_support import use_lake_root
 
 pytestmark = pytest.mark.integration
@@ -109,9 +110,10 @@ def test_row_conservation_per_feed_and_batch(pipeline):
 def test_marriage_household_check_equals_truth(pipeline):
     lake, truth, _ = pipeline
     con = duckdb.connect()
-    cur = lake.current_dir("marriage_household_check")
+    data = lake.current_dir("marriage_household_check") / "marriage_household_check.parquet"
+    assert crypto.is_encrypted(data)  # L3/L4 columns: encrypted at rest by default (ADR 0014)
     got = set(con.execute(f"select id_number, household_status_code, derived_status_code "
-                          f"from read_parquet('{cur}/*.parquet')").fetchall())
+                          f"from {crypto.read_parquet_sql(data, con)}").fetchall())
     want = set(con.execute(f"select id_number, household_status_code, derived_status_code "
                            f"from '{truth / 'marriage_household_check.parquet'}'").fetchall())
     assert want, "the generator should plant disagreements"
@@ -143,7 +145,7 @@ def test_failed_shared_gate_publishes_nothing(pipeline):
     lake, _, _ = pipeline
     con = duckdb.connect()
     pb = lake.current_dir("population_base")
-    single = con.execute(f"""select id_number, name, gender_code from read_parquet('{pb}/*.parquet')
+    single = con.execute(f"""select id_number, name, gender_code from {crypto.read_parquet_sql(pb / 'population_base.parquet', con)}
                              where in_household_registration and marital_status_code = '10'
                              order by id_number""").fetchall()
     man = next(p for p in single if p[2] == "1")
