@@ -4,10 +4,16 @@
 
 A synthetic ``population_base`` of ``--rows`` people (benchmarks/renditions_bench.py) is
 published twice into a throw-away lake — ``encrypt=False`` then ``encrypt=True`` — with the
-renditions the reviewed grants need (a throw-away token key and keyring). Then, on each data
-file, the service's two DuckDB reads are timed (median of ``--repeat``): a lookup
-(``SELECT name, phone, address … WHERE id_number = ?``, as app.py) and ``count(*)``; and a
-full pyarrow read. Prints one JSON document.
+renditions the reviewed grants need (a throw-away token key and keyring); wall and CPU seconds
+of each publish (data file + renditions). Then, on each data file, the service's reads are
+timed (median of ``--repeat``, a 1-thread connection as app.py's ``svc.cursor()``, the SQL
+from ``crypto.read_parquet_sql`` — DuckDB's reader for the plain file, the registered
+pyarrow dataset for the encrypted one): a lookup (``SELECT name, phone, address … WHERE
+id_number = ?``), ``count(*)``, and a group-by (``division_code, marital_status_code`` with
+count and min(birth_date)); and the same three on the plain file read through the pyarrow
+dataset (``plain_via_dataset``: the cost of the Arrow path without decryption). Also: whether
+DuckDB's own reader opens the encrypted file (``duckdb_reader_on_encrypted``) and a full
+pyarrow read. Prints one JSON document.
 """
 
 from __future__ import annotations
@@ -73,23 +79,54 @@ def main() -> int:
     # serving: the service's DuckDB reads (a per-thread connection, 1 thread, as app.py)
     ids = table.column("id_number").to_pylist()
     probes = [ids[(i * 7919) % len(ids)] for i in range(args.repeat)]
-    for mode, f in files.items():
+    group_sql = ("SELECT division_code, marital_status_code, count(*), min(birth_date) FROM {s} "
+                 "GROUP BY 1, 2 ORDER BY 1, 2")
+    answers = {}
+
+    def serve(mode, f, source):
         con = duckdb.connect(":memory:", config={"threads": 1, "memory_limit": "256MB"})
-        lk, ct = [], []
+        lk, ct, gb = [], [], []
         for key in probes:
             t0 = time.perf_counter()
-            src = crypto.read_parquet_sql(f, con)
-            rows = con.execute(f"SELECT name, phone, address FROM {src} WHERE id_number = ?", [key]).fetchall()
+            rows = con.execute(f"SELECT name, phone, address FROM {source(f, con)} WHERE id_number = ?",
+                               [key]).fetchall()
             lk.append(time.perf_counter() - t0)
             assert rows, "lookup found nothing"
             t0 = time.perf_counter()
-            con.execute(f"SELECT count(*) FROM {crypto.read_parquet_sql(f, con)}").fetchone()
+            n = con.execute(f"SELECT count(*) FROM {source(f, con)}").fetchall()[0][0]
             ct.append(time.perf_counter() - t0)
+            assert n == args.rows
+            t0 = time.perf_counter()
+            answers[mode] = con.execute(group_sql.format(s=source(f, con))).fetchall()
+            gb.append(time.perf_counter() - t0)
+        con.close()
+        return {"lookup_ms_median": round(statistics.median(lk) * 1000, 1),
+                "count_ms_median": round(statistics.median(ct) * 1000, 1),
+                "group_by_ms_median": round(statistics.median(gb) * 1000, 1)}
+
+    def via_dataset(f, con):
+        crypto.register(con, "plain_ds", f)
+        return "plain_ds"
+
+    for mode, f in files.items():
+        out[f"serve_{mode}"] = serve(mode, f, crypto.read_parquet_sql)
         t0 = time.perf_counter()
         pq.read_table(f, **crypto.arrow_read_options(f))
-        out[f"serve_{mode}"] = {"lookup_ms_median": round(statistics.median(lk) * 1000, 1),
-                                "count_ms_median": round(statistics.median(ct) * 1000, 1),
-                                "pyarrow_full_read_ms": round((time.perf_counter() - t0) * 1000, 1)}
+        out[f"serve_{mode}"]["pyarrow_full_read_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+    out["serve_plain_via_dataset"] = serve("plain_via_dataset", files["plain"], via_dataset)
+    assert answers["plain"] == answers["encrypted"] == answers["plain_via_dataset"], "group-by differs"
+    # DuckDB's own reader on the encrypted file, with the file's data key (ADR 0014)
+    import base64
+
+    con = duckdb.connect()
+    name, dek = crypto._file_key(files["encrypted"])
+    con.execute(f"PRAGMA add_parquet_key('{name}', '{base64.b64encode(dek).decode()}')")
+    try:
+        con.execute(f"SELECT * FROM read_parquet('{files['encrypted']}', "
+                    f"encryption_config = {{footer_key: '{name}'}})").fetchall()
+        out["duckdb_reader_on_encrypted"] = "ok"
+    except duckdb.Error as exc:
+        out["duckdb_reader_on_encrypted"] = str(exc).splitlines()[0][:120]
     print(json.dumps(out, indent=2))
     return 0
 
