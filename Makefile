@@ -8,7 +8,7 @@ PEOPLE ?= 2000
 # the demo delivers today's data, so its first screen (govlake status) is green on the day it runs
 DATE ?= $(shell date +%F)
 
-.PHONY: venv demo test test-all airflow clean lint cluster cluster-down
+.PHONY: venv demo test test-all airflow clean lint cluster cluster-down models
 
 venv: $(STAMP)
 
@@ -22,6 +22,10 @@ $(STAMP): pyproject.toml requirements/constraints.txt docker/constraints-deploy.
 
 demo: venv
 	@eval "$$($(BIN)/govlake env)" && $(BIN)/govlake demo --people $(PEOPLE) --date $(DATE)
+
+# every file generated from the source YAML (models, dbt vars, GX suites): govlake scaffold
+models: venv
+	@eval "$$($(BIN)/govlake env)" && $(BIN)/govlake scaffold
 
 test: venv
 	@eval "$$($(BIN)/govlake env)" && $(BIN)/python -m pytest tests

@@ -24,6 +24,7 @@ _COMMAND_MODULES = [
     "govlake.commands.accesses",
     "govlake.commands.cluster",
     "govlake.commands.keys",
+    "govlake.commands.scaffold",
 ]
 
 

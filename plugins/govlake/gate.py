@@ -177,10 +177,29 @@ def load_suite_json(layer: str, model: str) -> dict:
         raise GateError(f"{p}: invalid JSON at line {e.lineno}: {e.msg}") from e
     if not isinstance(doc.get("expectations"), list) or not doc.get("name"):
         raise GateError(f"{p}: a suite needs 'name' and a list of 'expectations'")
+    doc = _merge_overrides(doc, p.parent / "overrides" / p.name)
     for i, e in enumerate(doc["expectations"]):
         if "type" not in e or not isinstance(e.get("kwargs", {}), dict):
             raise GateError(f"{p}: expectation #{i} needs 'type' and a 'kwargs' object")
     return doc
+
+
+def _merge_overrides(doc: dict, path: Path) -> dict:
+    """A generated suite (govlake scaffold) plus its reviewed overrides file, never generated:
+    ``{"expectations": [...]}`` appended, ``{"remove": [{"type": ..., "column": ...}]}`` dropped."""
+    if not path.is_file():
+        return doc
+    try:
+        ov = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise GateError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from e
+    drop = [(r.get("type"), r.get("column")) for r in ov.get("remove") or []]
+    kept = [e for e in doc["expectations"]
+            if not any(e.get("type") == t and (c is None or e.get("kwargs", {}).get("column") == c) for t, c in drop)]
+    extra = ov.get("expectations") or []
+    if not isinstance(extra, list):
+        raise GateError(f"{path}: 'expectations' must be a list")
+    return {**doc, "expectations": kept + extra, "overrides": str(path)}
 
 
 def list_suites() -> dict[str, list[str]]:

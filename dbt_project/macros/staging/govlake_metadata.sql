@@ -62,7 +62,7 @@
       {%- endif -%}
     {%- endfor -%}
     {%- if (declared | sort) != (var('govlake_datasets') | sort) -%}
-      {{- exceptions.raise_compiler_error("govlake: var govlake_datasets " ~ (var('govlake_datasets') | sort) ~ " does not match the raw sources declared in YAML " ~ (declared | sort) ~ "; add the new feed to dbt_project.yml vars") -}}
+      {{- exceptions.raise_compiler_error("govlake: var govlake_datasets " ~ (var('govlake_datasets') | sort) ~ " does not match the raw sources declared in YAML " ~ (declared | sort) ~ "; run `govlake scaffold` (it writes the var from the YAML)") -}}
     {%- endif -%}
   {%- endif -%}
   {{- return(out) -}}
