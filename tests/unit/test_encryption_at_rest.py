@@ -431,3 +431,26 @@ def test_fastpath_lookup_copy_of_a_large_encrypted_file(env, tmp_path):
         want = {c: table.column(c)[i].as_py() for c in cols}
         assert idx.lookup(want["id_number"], cols) == [want]
     assert idx.lookup("330106199099999999", cols) == []
+
+
+def test_concurrent_keyring_creation_keeps_one_key(env):
+    """Parallel publishes on a fresh clone race to create the keyring: exactly one keyring is
+    created and every process gets the same key (a replaced keyring would orphan files)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, ring, _, _ = env
+    assert not ring.exists()
+    def create(_):
+        p = crypto.ensure_keyring()
+        return p, json.loads(p.read_text())["keys"][0]["id"]  # the key this process would use
+
+    with ThreadPoolExecutor(8) as ex:
+        got = list(ex.map(create, range(16)))
+    assert {p for p, _ in got} == {ring}
+    doc = json.loads(ring.read_text())
+    assert {k for _, k in got} == {doc["keys"][0]["id"]}
+    assert len(doc["keys"]) == 1 and stat.S_IMODE(ring.stat().st_mode) == 0o600
+    assert stat.S_IMODE(ring.parent.stat().st_mode) == 0o700
+    assert sorted(p.name for p in ring.parent.iterdir()) == [ring.name]  # no temporary file left
+    kid = crypto.current_key_id()
+    assert crypto.ensure_keyring() == ring and crypto.current_key_id() == kid

@@ -153,10 +153,29 @@ def _new_key() -> dict:
 
 
 def ensure_keyring(path: Path | None = None) -> Path:
-    """Create a keyring with one fresh key if none exists; return its path."""
+    """Create a keyring with one fresh key (mode 0600, folder 0700) if none exists; return its
+    path. Like ``masking.ensure_local_key`` it never replaces an existing file, also when several
+    processes (parallel publish tasks on a fresh clone) race to create it: the complete file is
+    linked into place, which fails if another process got there first — whose key is then
+    used (a replaced keyring would make the files encrypted under the lost key unreadable)."""
     p = Path(path) if path else keyring_path()
-    if not p.exists():
-        _write_keyring(p, {"version": 1, "keys": [_new_key()]})
+    if p.exists():
+        return p
+    p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.{threading.get_ident()}.new")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, json.dumps({"version": 1, "keys": [_new_key()]}, indent=2).encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.chmod(tmp, 0o600)
+        os.link(tmp, p)  # atomic; FileExistsError when another process created it meanwhile
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
     return p
 
 
