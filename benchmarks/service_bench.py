@@ -763,10 +763,10 @@ def main(argv=None) -> int:
         "peak_rss_8_analysts": ok((g("analysts_8", "peak_rss_mb") or 0) / 1024 if g("analysts_8", "peak_rss_mb")
                                   else None, TARGETS["peak_rss_gib"]),
     }
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(result, ensure_ascii=False, indent=2), encoding="utf-8")
     result["cpu_s"]["other_processes"] = round(result["cpu_s"]["machine"] - result["cpu_s"]["server"]
                                                - result["cpu_s"]["bench_and_load_generator"], 1)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(result, ensure_ascii=False, indent=2), encoding="utf-8")
     print(json.dumps({k: v for k, v in result.items() if k in ("phases", "verdict", "population_base", "cpu_s")},
                      ensure_ascii=False, indent=1))
     return 0
