@@ -12,8 +12,9 @@ pyarrow dataset for the encrypted one): a lookup (``SELECT name, phone, address 
 id_number = ?``), ``count(*)``, and a group-by (``division_code, marital_status_code`` with
 count and min(birth_date)); and the same three on the plain file read through the pyarrow
 dataset (``plain_via_dataset``: the cost of the Arrow path without decryption). Also: whether
-DuckDB's own reader opens the encrypted file (``duckdb_reader_on_encrypted``) and a full
-pyarrow read. Prints one JSON document.
+DuckDB's own reader opens the encrypted file (``duckdb_reader_on_encrypted``), a full
+pyarrow read, and the service's fast path on each file (``fastpath_*``: key-sorted copy build,
+lookup without its row-group cache). Prints one JSON document.
 """
 
 from __future__ import annotations
@@ -115,6 +116,22 @@ def main() -> int:
         out[f"serve_{mode}"]["pyarrow_full_read_ms"] = round((time.perf_counter() - t0) * 1000, 1)
     out["serve_plain_via_dataset"] = serve("plain_via_dataset", files["plain"], via_dataset)
     assert answers["plain"] == answers["encrypted"] == answers["plain_via_dataset"], "group-by differs"
+    # the service's fast path (sharing/service/fastpath.py): a key-sorted copy (encrypted for an
+    # encrypted source, built from the in-memory decryption), then lookups read one row group
+    from govlake.sharing.service import fastpath as F
+
+    for mode, f in files.items():
+        t0 = time.perf_counter()
+        idx = F.Index(f, "id_number", copy_dir=tmp / "lookup" / mode)
+        build = time.perf_counter() - t0
+        F.CACHE.max_bytes = 0  # every lookup decodes its row group (no LRU hits)
+        lk = []
+        for key in probes:
+            t0 = time.perf_counter()
+            assert idx.lookup(key, ["name", "phone", "address"]), "fast path found nothing"
+            lk.append(time.perf_counter() - t0)
+        out[f"fastpath_{mode}"] = {"copy_build_s": round(build, 2), "copy_encrypted": idx.encrypted,
+                                   "lookup_ms_median": round(statistics.median(lk) * 1000, 2)}
     # DuckDB's own reader on the encrypted file, with the file's data key (ADR 0014)
     import base64
 
