@@ -405,7 +405,7 @@ def analysts(url: str, toks: list[str], duration: float, max_each: int = 10_000)
 
 
 # ============================================================ in-process: index vs DuckDB per call
-def micro(lake_root: Path, n: int, out: dict) -> dict:
+def micro(lake_root: Path, n: int, out: dict, encrypt: bool = False) -> dict:
     """Per-call latency of ``Index.lookup`` / ``Index.rows_for`` vs the DuckDB statements the
     service runs today (same thread, same file, same columns), index build time and memory."""
     import duckdb
@@ -419,16 +419,31 @@ def micro(lake_root: Path, n: int, out: dict) -> dict:
     v = lake.current_version("population_base")
     path = str(query.product_file(lake, "population_base", v))
     people = sample_people(lake_root, n)
+    from govlake.sharing import crypto
+
+    if encrypt and not crypto.is_encrypted(path):  # as publish writes it now (ADR 0014)
+        if not os.environ.get(crypto.KEYRING_ENV):
+            os.environ[crypto.KEYRING_ENV] = str(Path(tempfile.mkdtemp(prefix="bench-ring-")) / "ring.json")
+        crypto.ensure_keyring()
+        enc_dir = Path(tempfile.mkdtemp(prefix="bench-enc-"))
+        crypto.encrypt_copy(path, enc_dir / Path(path).name)
+        path = str(enc_dir / Path(path).name)
     cols = [c for c in query.column_names(Path(path))]
     proc = psutil.Process()
     rss0 = proc.memory_info().rss
     t = time.perf_counter()
-    idx = fastpath.Index.for_version(lake, "population_base", v, "id_number", path)
+    if encrypt:
+        idx = fastpath.Index(path, "id_number", copy_dir=Path(path).parent / "lookup", product="population_base",
+                             version=v)
+    else:
+        idx = fastpath.Index.for_version(lake, "population_base", v, "id_number", path)
     build = time.perf_counter() - t
     rss1 = proc.memory_info().rss
     con = duckdb.connect(":memory:", config={"threads": 1, "memory_limit": "256MB"})
-    sql = fastpath.equivalent_sql(cols, "id_number")
-    vsql = ('SELECT "id_number", "name" FROM read_parquet(?) WHERE "id_number" IN (SELECT unnest(?::VARCHAR[]))')
+    src = crypto.read_parquet_sql(path, con)  # what app.py runs since ADR 0014
+    cols_sql = ", ".join(f'"{c}"' for c in cols)
+    sql = f'SELECT {cols_sql} FROM {src} WHERE "id_number" = ?'
+    vsql = f'SELECT "id_number", "name" FROM {src} WHERE "id_number" IN (SELECT unnest(?::VARCHAR[]))'
 
     def timed(fn, items):
         lat = []
@@ -439,9 +454,9 @@ def micro(lake_root: Path, n: int, out: dict) -> dict:
         return {"calls": len(lat), "mean_ms": round(statistics.mean(lat) * 1000, 3), **_pcts(lat)}
 
     sample = people[: min(n, 300)]
-    res = {"rows": idx.num_rows, "row_groups": idx.pf.metadata.num_row_groups, "build_s": round(build, 3),
+    res = {"encrypted_source": crypto.is_encrypted(path), "rows": idx.num_rows, "row_groups": idx.pf.metadata.num_row_groups, "build_s": round(build, 3),
            "index_kib": round(idx.nbytes / 2**10, 1), "rss_growth_build_mb": round((rss1 - rss0) / 2**20, 1),
-           "duckdb_lookup": timed(lambda p: con.execute(sql, [path, p["id_number"]]).fetchall(), sample),
+           "duckdb_lookup": timed(lambda p: con.execute(sql, [p["id_number"]]).fetchall(), sample),
            "index_lookup_cold_cache": None, "index_lookup": None}
     fastpath.CACHE.max_bytes = 0  # every row group decoded: the worst case
     res["index_lookup_no_cache"] = timed(lambda p: idx.lookup(p["id_number"], cols), sample)
@@ -449,14 +464,14 @@ def micro(lake_root: Path, n: int, out: dict) -> dict:
     res["index_lookup_cold_cache"] = timed(lambda p: idx.lookup(p["id_number"], cols), sample)
     res["index_lookup"] = timed(lambda p: idx.lookup(p["id_number"], cols), sample)  # warm LRU
     res["cache_mb"] = round(fastpath.CACHE.nbytes / 2**20, 1)
-    res["duckdb_verify_1"] = timed(lambda p: con.execute(vsql, [path, [p["id_number"]]]).fetchall(), sample[:100])
+    res["duckdb_verify_1"] = timed(lambda p: con.execute(vsql, [[p["id_number"]]]).fetchall(), sample[:100])
     res["index_verify_1"] = timed(lambda p: idx.rows_for([p["id_number"]], ["name"]), sample[:100])
     batch = [p["id_number"] for p in people[:1000]]
-    res["duckdb_verify_1000"] = timed(lambda b: con.execute(vsql, [path, b]).fetchall(), [batch] * 3)
+    res["duckdb_verify_1000"] = timed(lambda b: con.execute(vsql, [b]).fetchall(), [batch] * 3)
     res["index_verify_1000"] = timed(lambda b: idx.rows_for(b, ["name"]), [batch] * 3)
     # same answers
     for p in sample[:50]:
-        d = con.execute(sql, [path, p["id_number"]]).fetchall()
+        d = con.execute(sql, [p["id_number"]]).fetchall()
         assert [tuple(r[c] for c in cols) for r in idx.lookup(p["id_number"], cols)] == d, p["id_number"]
     res["answers_equal_checked"] = 50
     res["rss_end_mb"] = round(proc.memory_info().rss / 2**20, 1)
@@ -587,6 +602,8 @@ def main(argv=None) -> int:
     ap.add_argument("--skip", nargs="*", default=[], choices=("whoami", "lookup", "verify", "sql", "analysts"))
     ap.add_argument("--micro", type=int, default=0, metavar="N",
                     help="only the in-process comparison Index vs DuckDB on N sampled keys")
+    ap.add_argument("--encrypted", action="store_true",
+                    help="with --micro: compare on an encrypted copy of the product file (ADR 0014)")
     ap.add_argument("--components", action="store_true",
                     help="only the in-process cost of each step of a lookup (writes to the lake's audit log)")
     ap.add_argument("--make-synthetic-lake", type=int, metavar="N",
@@ -616,7 +633,7 @@ def main(argv=None) -> int:
     if a.micro:
         out: dict = {"lake": str(a.lake.resolve())}
         os.environ["GOVLAKE_LAKE_ROOT"] = str(a.lake.resolve())
-        micro(a.lake.resolve(), a.micro, out)
+        micro(a.lake.resolve(), a.micro, out, encrypt=a.encrypted)
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps(out, ensure_ascii=False, indent=2), encoding="utf-8")
         print(json.dumps(out, ensure_ascii=False, indent=1))
