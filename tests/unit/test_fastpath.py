@@ -193,3 +193,25 @@ def test_concurrent_lookups_from_many_threads(tmp_path, monkeypatch):
     for t in ths:
         t.join()
     assert bad == []
+
+
+def test_ready_builds_in_the_background_and_never_blocks(tmp_path, lake):
+    import time
+
+    rows = _rows(2000)
+    path = _write(tmp_path / "p.parquet", rows, row_group_size=500)
+    assert F.Index.ready(lake, "population_base", 1, "id_number", path) is None  # not built yet: fall back
+    deadline = time.monotonic() + 60
+    idx = None
+    while idx is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        idx = F.Index.ready(lake, "population_base", 1, "id_number", path)
+    assert idx is not None and idx is F.Index.for_version(lake, "population_base", 1, "id_number", path)
+    assert idx.lookup(rows[3]["id_number"], ["name"]) == [{"name": rows[3]["name"]}]
+    # a build that cannot succeed is reported once and the caller keeps falling back
+    assert F.Index.ready(lake, "population_base", 1, "uscc", path) is None
+    deadline = time.monotonic() + 60
+    while not F.Index.failures() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert F.Index.ready(lake, "population_base", 1, "uscc", path) is None
+    assert "no column 'uscc'" in F.Index.failures()[(str(path), "uscc")]

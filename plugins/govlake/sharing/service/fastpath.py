@@ -31,6 +31,25 @@ keys sort last and are never found (``key = ?`` never matches NULL).
 Nothing here decides access: the caller (the service) authorises the request, chooses the file
 (the base file or a masked rendition) and the columns, exactly as for the DuckDB query; the
 answer is the same rows, as the same Python values (``str``, ``datetime.date``, ``int``...).
+
+Wiring (app.py; benchmarks/service_bench.py ``--fastpath`` does the same by wrapping the cursor):
+
+* lookup, after ``path`` is chosen — instead of the ``svc.cursor().execute(... WHERE key = ?)``
+  and the ``records = [dict(zip(names, row)) ...]`` lines::
+
+      idx = fastpath.Index.ready(svc.lake, resource, version, keycol, path)
+      if idx is not None:
+          records = idx.lookup(value, [c.column for c in plan])
+      else:  # first requests of a new version, while the copy is built: the DuckDB query as today
+
+* verification, after ``wanted_fields`` and ``base_file`` — instead of the ``con.execute(... IN
+  (SELECT unnest(?::VARCHAR[])))`` and the ``for row in tbl: found.setdefault(...)`` loop::
+
+      idx = fastpath.Index.ready(svc.lake, resource, version, keycol, base_file)
+      found = idx.rows_for(keys, wanted_fields) if idx is not None else <the DuckDB query, as today>
+
+``found`` has the same shape (key -> list of tuples of ``wanted_fields``). Figures:
+benchmarks/results/fastpath-micro-*.json and service-*-fast.json.
 """
 from __future__ import annotations
 
@@ -252,6 +271,39 @@ class Index:
                     cls._building.pop(key, None)
         return idx
 
+    _failed: dict[tuple[str, str], str] = {}
+
+    @classmethod
+    def ready(cls, lake, product: str, version: int, key_column: str, path: Path | str) -> "Index | None":
+        """The index if it is built; else start building it in a background thread and return
+        None at once, so the caller answers this request the old way (DuckDB) instead of waiting
+        for the copy (seconds at 1 M rows, about a minute at 10 M). A build that failed is not
+        retried by this process (``failures()`` says why); the caller keeps the old way."""
+        key = (str(path), key_column)
+        with cls._lock:
+            idx = cls._registry.get(key)
+            if idx is not None or key in cls._failed:
+                return idx
+            if key in cls._building:  # a build is running (or queued)
+                return None
+            cls._building[key] = threading.Lock()
+
+        def build():
+            try:
+                cls.for_version(lake, product, version, key_column, path)
+            except Exception as exc:  # noqa: BLE001 — reported by failures(); the caller falls back
+                with cls._lock:
+                    cls._failed[key] = f"{type(exc).__name__}: {exc}"
+                    cls._building.pop(key, None)
+
+        threading.Thread(target=build, name=f"fastpath-build-{product}-v{version}", daemon=True).start()
+        return None
+
+    @classmethod
+    def failures(cls) -> dict[tuple[str, str], str]:
+        with cls._lock:
+            return dict(cls._failed)
+
     @classmethod
     def _drop(cls, root: str, product: str, keep: int, meta=None) -> None:
         import shutil
@@ -281,6 +333,8 @@ class Index:
             cls._registry.clear()
             cls._owner.clear()
             cls._current.clear()
+            cls._failed.clear()
+            cls._building.clear()
 
     # -- reading
     @property
