@@ -58,6 +58,63 @@ COUNT = "SELECT count(*) AS n FROM population_base"
 
 
 # ============================================================ the fast-path server (child mode)
+def cache_per_request_reads() -> None:
+    """Experiment (``--cache-reads``): what the interfaces reach when the per-request re-reads
+    are cached by file stamp — ``grants.load`` (YAML parse of the grants file), the approved
+    grants (SQLite) and ``Service.meta``'s stat of every model file (at most once a second).
+    Same answers while the files do not change; not a change to the service."""
+    from govlake import access_requests, grants
+    from govlake.sharing.service import app as A
+
+    def stamp(p: Path):
+        try:
+            st = p.stat()
+            return (st.st_mtime_ns, st.st_size, st.st_ino)
+        except FileNotFoundError:
+            return None
+
+    orig_load, orig_approved, orig_meta = grants.load, access_requests.approved_grants, A.Service.meta
+    cache: dict = {}
+    lock = threading.Lock()
+
+    def load(path=None):
+        p = Path(path) if path else grants.grants_file()
+        k = ("grants", str(p))
+        st = stamp(p)
+        with lock:
+            hit = cache.get(k)
+        if hit and hit[0] == st:
+            return hit[1]
+        v = orig_load(path)
+        with lock:
+            cache[k] = (st, v)
+        return v
+
+    def approved(lake):
+        db = Path(lake.access_db)
+        st = (stamp(db), stamp(db.with_name(db.name + "-wal")))
+        k = ("approved", str(db))
+        with lock:
+            hit = cache.get(k)
+        if hit and hit[0] == st:
+            return hit[1]
+        v = orig_approved(lake)
+        with lock:
+            cache[k] = (st, v)
+        return v
+
+    def meta(self):
+        now = time.monotonic()
+        hit = getattr(self, "_bench_meta", None)
+        if hit and now - hit[0] < 1.0:
+            return hit[1]
+        v = orig_meta(self)
+        self._bench_meta = (now, v)
+        return v
+
+    grants.load, access_requests.approved_grants, A.Service.meta = load, approved, meta
+
+
 def serve_fastpath(config: str, port: int) -> int:
     """``govlake serve`` with the service's fixed lookup/verification SQL answered by the index.
 
@@ -143,6 +200,9 @@ def serve_fastpath(config: str, port: int) -> int:
         return c
 
     A.Service.cursor = cursor
+    if os.environ.get("GOVLAKE_BENCH_CACHE_READS"):
+        cache_per_request_reads()
+        print("bench: per-request reads cached", file=sys.stderr, flush=True)
     settings = S.load(Path(config), port=port)
     return server.serve(settings)
 
@@ -602,6 +662,9 @@ def main(argv=None) -> int:
     ap.add_argument("--skip", nargs="*", default=[], choices=("whoami", "lookup", "verify", "sql", "analysts"))
     ap.add_argument("--micro", type=int, default=0, metavar="N",
                     help="only the in-process comparison Index vs DuckDB on N sampled keys")
+    ap.add_argument("--cache-reads", action="store_true",
+                    help="with --fastpath: also cache the grants/approved grants/model metadata re-reads "
+                         "per request (an experiment: what the interfaces reach without them)")
     ap.add_argument("--encrypted", action="store_true",
                     help="with --micro: compare on an encrypted copy of the product file (ADR 0014)")
     ap.add_argument("--components", action="store_true",
@@ -667,6 +730,10 @@ def main(argv=None) -> int:
 
     port = free_port()
     log = work / "serve.log"
+    if a.cache_reads:
+        if not a.fastpath:
+            ap.error("--cache-reads needs --fastpath")
+        env["GOVLAKE_BENCH_CACHE_READS"] = "1"
     if a.fastpath:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--serve-fastpath", str(cfg), str(port)]
     else:
@@ -689,7 +756,7 @@ def main(argv=None) -> int:
             time.sleep(0.2)
     pid = srv.proc.pid
     cpu0 = _cpu_split(pid)
-    result: dict = {"lake": str(lake), "fastpath": a.fastpath,
+    result: dict = {"lake": str(lake), "fastpath": a.fastpath, "cache_reads": a.cache_reads,
                     "token_key": "throwaway" if os.environ.get("GOVLAKE_BENCH_THROWAWAY_TOKEN_KEY") else "configured", "workers": a.workers, "load_tool": tool,
                     "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                 "mem_gib": round(psutil.virtual_memory().total / 2**30, 1)},
