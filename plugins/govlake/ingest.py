@@ -905,6 +905,12 @@ def _ingest_opened(lake: Lake, ledger: Ledger, ds: Dataset, delivery_date: str, 
     detail: dict = {}
 
     def extract(pool: Executor | None) -> None:
+        if ds.format == "xlsx":  # a zip of XML: no text encoding to detect (govlake.xlsx)
+            from govlake import xlsx
+            res.rows = _write_batches(xlsx.iter_xlsx(src, ds, source_file), tmp_dir, ds.column_names,
+                                      batch_id=batch_id, source_file=source_file, sha=sha, ingested_at=now,
+                                      delivery_date=delivery_date)
+            return
         res.encoding = enc.detect_file(src, transcode_to=utf8, pool=pool, inflight=2 * _workers())
         if pool is not None and ds.format != "jsonl":
             pool.shutdown()  # the CSV is parsed by pyarrow in this process: free the workers now

@@ -88,6 +88,19 @@ def _sql(ds: Dataset, body: str) -> str:
     return "{# " + _header(ds) + " #}\n" + body
 
 
+#: the person registry an Excel-truncated ID number is compared with (govlake_check.sql)
+PERSON_REGISTRY = "public_security.household_registration"
+
+
+def _registry_dependency(ds: Dataset) -> str:
+    """An Excel-touched feed with ID numbers reads the registry's chk_ model (id_number.excel_truncated)."""
+    from govlake.xlsx import excel_touched
+    if ds.id == PERSON_REGISTRY or not excel_touched(ds) or not any(c.standard == "id_number" for c in ds.columns):
+        return ""
+    dept, name = PERSON_REGISTRY.split(".")
+    return f"-- depends_on: {{{{ ref('chk_{dept}__{name}') }}}}\n"
+
+
 def model_sql(ds: Dataset) -> dict[str, str]:
     """relative path under dbt_project/models -> SQL of the feed's four one-line models."""
     a = f"'{ds.dept}', '{ds.name}'"
@@ -96,7 +109,7 @@ def model_sql(ds: Dataset) -> dict[str, str]:
         f"staging/{ds.dept}/stg_{n}.sql": _sql(ds, f"{{{{ govlake_stage({a}) }}}}\n"),
         f"staging/checked/chk_{n}.sql": _sql(
             ds, "{{ config(materialized='incremental', incremental_strategy='append') }}\n"
-                f"{{{{ govlake_check({a}) }}}}\n"),
+                + _registry_dependency(ds) + f"{{{{ govlake_check({a}) }}}}\n"),
         f"intermediate/int_{n}.sql": _sql(
             ds, "{{ config(materialized='incremental', incremental_strategy='govlake_touched',\n"
                 f"          post_hook=\"{{{{ glx_record_int_batches({a}) }}}}\") }}}}\n"
@@ -346,6 +359,25 @@ def resource_suite(ds: Dataset) -> dict:
     }
 
 
+def quarantine_suite(current: str, feeds: list[Dataset]) -> str:
+    """The reviewed quarantine_rows suite with its feed-derived parts kept in step: the ``dept``
+    value set (every declared department) and the ``<element>.after_delivery`` rules of the
+    feeds' date columns added to the ``rule`` value set (reviewed entries are kept)."""
+    doc = json.loads(current)
+    depts = sorted({d.dept for d in feeds})
+    rules = [f"{c.element}.after_delivery" for d in feeds for c in d.columns
+             if c.standard == "date" and c.element != "birth_date"]
+    for e in doc.get("expectations", []):
+        kw = e.get("kwargs", {})
+        if e.get("type") != "expect_column_values_to_be_in_set":
+            continue
+        if kw.get("column") == "dept":
+            kw["value_set"] = depts
+        elif kw.get("column") == "rule":
+            kw["value_set"] += [r for r in dict.fromkeys(rules) if r not in kw["value_set"]]
+    return _json(doc)
+
+
 def _json(doc: dict) -> str:
     return json.dumps(doc, ensure_ascii=False, indent=2) + "\n"
 
@@ -383,6 +415,9 @@ def render(feeds: list[Dataset] | None = None) -> dict[Path, str]:
         out[dbt / "models" / "staging" / dept / f"_{dept}__models.yml"] = stg_models_yaml(dept, dfeeds)
     out[dbt / "models" / "staging" / "checked" / "_checked__models.yml"] = checked_models_yaml(feeds)
     out[dbt / "models" / "intermediate" / "_intermediate__feeds.yml"] = intermediate_models_yaml(feeds)
+    qpath = exp / "standardized" / "quarantine_rows.json"
+    if qpath.is_file():
+        out[qpath] = quarantine_suite(qpath.read_text(encoding="utf-8"), feeds)
     proj = dbt / "dbt_project.yml"
     out[proj] = dbt_project_yml(proj.read_text(encoding="utf-8"), feeds)
     return out

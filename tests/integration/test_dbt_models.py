@@ -70,6 +70,7 @@ def test_build_writes_every_layer_output_as_zstd_parquet(built):
     lake, run, _, _ = built
     stg = {f"stg_{d.dept}__{d.name}" for d in metadata.datasets()}
     expected = stg | {"quarantine_rows", "population_base", "legal_entity_base", "marriage_household_check"}
+    expected |= {d.resource for d in metadata.datasets()}  # ds_ shared resources (ADR 0015)
     assert set(run.outputs()) == expected
     for model in expected:
         meta = pq.ParquetFile(output_path(run.build_dir, model)).metadata
@@ -309,10 +310,12 @@ def test_every_kept_layer_file_has_a_final_order_by(built):
     manifest = json.loads((target / "manifest.json").read_text(encoding="utf-8"))
     external = [n for n in manifest["nodes"].values()
                 if n["resource_type"] == "model" and n["config"].get("materialized") == "external"]
-    assert len(external) == 10  # six stg_, quarantine_rows, three products
+    feeds = metadata.datasets()
+    assert len(external) == 2 * len(feeds) + 4  # stg_ and ds_ per feed, quarantine_rows, three products
     kept = [n for n in external if not n["name"].startswith("stg_")]
-    assert sorted(n["name"] for n in kept) == ["legal_entity_base", "marriage_household_check",
-                                               "population_base", "quarantine_rows"]
+    assert sorted(n["name"] for n in kept) == sorted(["legal_entity_base", "marriage_household_check",
+                                                      "population_base", "quarantine_rows"]
+                                                     + [d.resource for d in feeds])
     for n in kept:
         sql = (target / "compiled" / "govlake" / n["original_file_path"]).read_text(encoding="utf-8")
         code = re.sub(r"--[^\n]*", "", sql).lower()

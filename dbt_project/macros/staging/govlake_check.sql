@@ -202,6 +202,11 @@
   {%- set elements = cols | map(attribute='element') | list -%}
   {%- set raw = glx_pending_raw_relation(dept, dataset, names) -%}
   {%- set mapped_standards = ('gender', 'ethnicity', 'code', 'marital_status') %}
+  {#- Excel-touched feed (format xlsx or meta excel_touched): codes that lost their leading zeros
+      still map, and an ID number Excel truncated to ...000 is told apart (glx_excel_truncated_ids) -#}
+  {%- set excel = glx_excel_touched(ds) -%}
+  {%- set trunc_ids = glx_excel_truncated_ids(ds) -%}
+  {%- set trunc_els = trunc_ids | map(attribute='element') | list %}
 with raw as not materialized (
     -- NOT MATERIALIZED: read twice from Parquet rather than held in memory (at 10 M rows DuckDB
     -- would materialize it under the memory limit and spill: 2x the CPU of the whole dedup)
@@ -273,10 +278,23 @@ id_checks as (
 
 {% for c in cols if c.standard in mapped_standards -%}
 map_{{ c.element }} as (
+    {%- if excel %}
+    with exact as (
+    {%- endif %}
     select {{ glx_map_key('source_value') }} as map_key, code
     from {{ value_maps }}
     where map_name = {{ glx_sql_string(glx_default_value_map(c)) }}
     qualify row_number() over (partition by {{ glx_map_key('source_value') }} order by code) = 1
+    {%- if excel %}
+    )
+    -- Excel turned a code typed as a number into one without its leading zeros ('01' -> '1'):
+    -- the map also answers for the stripped form, unless that is a key of its own
+    select map_key, code from exact
+    union all
+    select ltrim(map_key, '0'), min(code) from exact
+    where regexp_full_match(map_key, '0+[0-9]+') and ltrim(map_key, '0') not in (select map_key from exact)
+    group by 1
+    {%- endif %}
 ),
 
 {% endfor -%}
@@ -333,10 +351,31 @@ standardized as (
     from valued
 ),
 
+{%- if trunc_ids %}
+registry as (
+    -- the people the household registry knows (its valid rows, every batch)
+    select distinct id_number as reg_id from {{ ref(glx_person_registry_model()) }} where len(_errors) = 0
+),
+
+registry_prefix as (
+    select substr(reg_id, 1, 15) as p15, string_agg(reg_id, ',' order by reg_id) as candidates
+    from registry
+    group by 1
+),
+
+{% endif -%}
 record_checks as (
     -- record-level cross-checks, where the record has the elements and both values are valid
     select
-        *
+        s.*
+        {%- for c in trunc_ids %},
+        -- an 18-digit ID typed as a number keeps 15 significant digits: ...000. A valid one that the
+        -- registry does not know but whose first 15 digits a registered person has is not a new person
+        case when s.{{ adapter.quote(c.element) }} like '%000' and {{ 'rg_' ~ c.element }}.reg_id is null
+                  and {{ 'rp_' ~ c.element }}.candidates is not null
+             then 'id_number.excel_truncated' end as {{ adapter.quote('_err_trunc_' ~ c.element) }},
+        {{ 'rp_' ~ c.element }}.candidates as {{ adapter.quote('_cand_' ~ c.element) }}
+        {%- endfor %}
         {%- if 'id_number' in elements and 'birth_date' in elements %},
         case when _err_id_number is null and _err_birth_date is null
                   and {{ glx_std('gb11643_birth_date', 'id_number') }} <> birth_date
@@ -347,7 +386,13 @@ record_checks as (
                   and {{ glx_std('gb11643_gender_code', 'id_number') }} <> gender_code
              then 'id_number.gender_mismatch' end as _err_gender_mismatch
         {%- endif %}
-    from standardized
+    from standardized as s
+    {%- for c in trunc_ids %}
+    left join registry as {{ 'rg_' ~ c.element }}
+        on {{ 'rg_' ~ c.element }}.reg_id = s.{{ adapter.quote(c.element) }} and s.{{ adapter.quote(c.element) }} like '%000'
+    left join registry_prefix as {{ 'rp_' ~ c.element }}
+        on {{ 'rp_' ~ c.element }}.p15 = substr(s.{{ adapter.quote(c.element) }}, 1, 15) and s.{{ adapter.quote(c.element) }} like '%000'
+    {%- endfor %}
 ),
 
 checked as (
@@ -362,6 +407,7 @@ checked as (
             {%- for c in cols %} and {{ adapter.quote('_err_' ~ c.element) }} is null{% endfor %}
             {%- if 'id_number' in elements and 'birth_date' in elements %} and _err_birth_mismatch is null{% endif %}
             {%- if 'id_number' in elements and 'gender_code' in elements %} and _err_gender_mismatch is null{% endif %}
+            {%- for e in trunc_els %} and {{ adapter.quote('_err_trunc_' ~ e) }} is null{% endfor %}
             then []
             else list_filter([
             {%- for c in cols %}
@@ -381,6 +427,12 @@ checked as (
                  'detail': 'ID number ' || coalesce(id_number, '') || ' gives gender code '
                            || coalesce({{ glx_std('gb11643_gender_code', 'id_number') }}, '')},
             {%- endif %}
+            {%- for c in trunc_ids %}
+                {'rule': {{ adapter.quote('_err_trunc_' ~ c.element) }}, 'col': {{ glx_sql_string(c.name) }},
+                 'val': {{ adapter.quote('_raw_' ~ c.element) }},
+                 'detail': 'ID number ' || {{ adapter.quote(c.element) }} || ' ends in 000 (an 18-digit number typed into Excel keeps 15 significant digits) and is not in the household registry; registered with the same first 15 digits: '
+                           || coalesce({{ adapter.quote('_cand_' ~ c.element) }}, '')},
+            {%- endfor %}
                 {'rule': case when _copy_number > 1 then 'row.duplicate' end,
                  'col': cast(null as varchar), 'val': cast(null as varchar),
                  'detail': 'exact copy of row ' || _first_row_number || ' of the same file'}
@@ -422,3 +474,24 @@ where len(_errors) = 0
   and {{ glx_ungated(dept, dataset) }}
   {%- endif -%}
 {% endmacro %}
+
+
+{#- The person registry an Excel-truncated ID is compared with (its chk_ model). -#}
+{% macro glx_person_registry_model() -%}
+  {{- return('chk_public_security__household_registration') -}}
+{%- endmacro %}
+
+{% macro glx_excel_touched(ds) -%}
+  {{- return(ds.meta.get('format') == 'xlsx' or ds.meta.get('excel_touched') in (true, 'true', 'yes', 1)) -}}
+{%- endmacro %}
+
+{#- The id_number columns checked for Excel truncation: those of an Excel-touched feed other than
+    the registry itself. The model depends on the registry (govlake scaffold writes a
+    `-- depends_on: {{ ref(...) }}` line into such a chk_ model). -#}
+{% macro glx_excel_truncated_ids(ds) -%}
+  {%- set out = [] -%}
+  {%- if glx_excel_touched(ds) and glx_chk_name(ds.dept, ds.dataset) != glx_person_registry_model() -%}
+    {%- for c in ds.columns if c.standard == 'id_number' -%}{%- do out.append(c) -%}{%- endfor -%}
+  {%- endif -%}
+  {{- return(out) -}}
+{%- endmacro %}
