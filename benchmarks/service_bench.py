@@ -1,19 +1,27 @@
 """The sharing service under load: lookups, verifications, L1 aggregates, 8 concurrent analysts.
 
     .venv/bin/python benchmarks/service_bench.py --lake /tmp/sb/lake1m --out /tmp/sb/service-1m.json
-                     [--duration 15] [--connections 16] [--fastpath] [--workers 1] [--tool wrk|python]
+                     [--duration 15] [--connections 16] [--fastpath [--cache-reads]] [--tool wrk|python]
+    .venv/bin/python benchmarks/service_bench.py --lake L --out F --micro 2000 [--encrypted]   # Index vs DuckDB
+    .venv/bin/python benchmarks/service_bench.py --lake L --out F --components                 # a lookup's steps
+    .venv/bin/python benchmarks/service_bench.py --lake /tmp/sb/lake10m --make-synthetic-lake 10000000
 
 The lake must hold published products (``govlake generate --people N`` + ``govlake run``). The
 bench, all on loopback, bounded in time and count:
 
 1. registers its own clients in the lake's registry (``govlake clients add … --json``): a 公安
-   app (role ga_population_analyst, clear IDs) for lookups, a 统计 app (tj_public_statistics,
-   L1) for verifications, and 8 统计 analysts;
+   app (role ga_population_analyst, clear IDs) for lookups, a 民政 app (mz_marriage_analyst)
+   for verifications — the 统计 role (tj_public_statistics) is aggregate-only and is refused
+   verifications (403) — and 8 统计 analysts (tj_public_statistics, L1) for the aggregates. A
+   throwaway join-token key is used when none is configured, so per-person access records are
+   written as in production. ``--workers`` > 1 does not work today: ``govlake serve`` passes an
+   app object to uvicorn, which needs an import string for workers and exits;
 2. starts ``govlake serve`` as a child with a bench settings file (``--config``) whose rate
    limits are lifted (the bench measures capacity, not the limiter; every other limit is the
    reviewed ``config/service.yml``'s); with ``--fastpath`` the child is this file's
    ``--serve-fastpath`` mode: the same app, with the service's DuckDB cursor for its own fixed
-   lookup/verification SQL answered by ``govlake.sharing.service.fastpath`` (app.py unchanged);
+   lookup/verification SQL answered by ``govlake.sharing.service.fastpath`` (app.py unchanged;
+   the JSON's ``fastpath_engaged`` says whether the index really answered);
 3. runs a closed-loop load generator for ``--duration`` seconds per phase with
    ``--connections`` connections: ``wrk`` (C, one thread) when installed, else asyncio + httpx.
    Either way the generator runs on the same 2 cores as the server and takes CPU from it;
@@ -23,7 +31,8 @@ bench, all on loopback, bounded in time and count:
    running that group-by in a loop for ``--duration`` s while the server's RSS (process tree) is
    sampled every 50 ms with psutil;
 5. writes requests/s, p50/p95/p99 latency, errors (non-2xx, by status) and peak RSS per phase,
-   and the targets and whether each is met, to ``--out`` (JSON) and prints a table.
+   the CPU seconds of the server, of the bench and of other processes (the machine is shared),
+   and the targets and whether each is met, to ``--out`` (JSON), and prints them.
 """
 
 from __future__ import annotations
