@@ -994,9 +994,12 @@ def actor() -> str:
         return str(os.getuid())
 
 
-def record_publication(lake: Lake, manifest: dict, gate: dict | None = None) -> dict:
+def record_publication(lake: Lake, manifest: dict, gate: dict | None = None, *,
+                       sign: bool = True) -> dict:
     """Record a publication: product, version, SHA-256 of each file, input deliveries, gate;
-    then sign a checkpoint of the log (:func:`checkpoint`) so witnesses hold its state.
+    then (unless ``sign`` is false) sign a checkpoint of the log (:func:`checkpoint`) so
+    witnesses hold its state. The publisher records before ``current`` switches with
+    ``sign=False`` and signs once the run's publications are live.
 
     ``manifest`` is the version's ``_manifest.json`` or the publisher's ``Publication.record``
     (extra keys such as ``manifest_sha256`` and ``previous_version`` are kept)."""
@@ -1018,7 +1021,8 @@ def record_publication(lake: Lake, manifest: dict, gate: dict | None = None) -> 
         "actor": actor(),
     })
     entry = append(lake, "publication", payload)
-    checkpoint(lake, f"publication {payload['product']} v{payload['version']}")
+    if sign:
+        checkpoint(lake, f"publication {payload['product']} v{payload['version']}")
     return entry
 
 

@@ -193,7 +193,8 @@ def build_transform_dag():
         @task(task_id="gate_shared", pool=DUCKDB_POOL)
         def gate_shared(**context):
             r = transform.gate_shared(Lake.default(), _run_id(context), dag_id=dag.dag_id, task_id="gate_shared")
-            return {"success": r.success, "report": str(r.report_path), "docs": str(r.docs_path)}
+            return {"success": r.success, "report": str(r.report_path), "docs": str(r.docs_path),
+                    "held": transform.held_products(r)}
 
         @task(task_id="publish", outlets=[published_asset(p) for p in products])
         def publish(**context):
@@ -203,6 +204,14 @@ def build_transform_dag():
         def dbt_docs(**context):
             return transform.build_docs(Lake.default(), _run_id(context))
 
-        (dbt_build_standardized() >> gate_standardized() >> dbt_build_shared() >> gate_shared() >> publish()
-         >> dbt_docs())
+        @task(task_id="held_products")
+        def held_products(**context):
+            # each product is gated on its own: the passing ones are published, then the run
+            # fails here naming each held product, its expectations and sample values
+            return transform.raise_if_held(Lake.default(), _run_id(context))
+
+        published = (dbt_build_standardized() >> gate_standardized() >> dbt_build_shared() >> gate_shared()
+                     >> publish())
+        published >> dbt_docs()
+        published >> held_products()
     return dag

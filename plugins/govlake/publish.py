@@ -146,6 +146,15 @@ def _parquet_info(path: Path) -> tuple[int, list[dict]]:
     return md.num_rows, [{"name": f.name, "type": str(f.type)} for f in schema]
 
 
+def _remove_version(path: Path) -> None:
+    """Remove a version directory whose files and folders were made read-only."""
+    for root, dirs, _files in os.walk(path):
+        os.chmod(root, 0o700)
+        for d in dirs:
+            os.chmod(os.path.join(root, d), 0o700)
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def _next_version(lake: Lake, product: str) -> int:
     return max(lake.versions(product), default=0) + 1
 
@@ -223,7 +232,7 @@ def _build_renditions(lake: Lake, product: str, staging: Path, data_name: str,
 def publish(lake: Lake, product: str, candidate_file: Path, *, run_id: str,
             gate_result: GateResult | None, inputs: list[dict],
             lock_timeout: float = 600.0, renditions: bool = True,
-            encrypt: bool | None = None) -> Publication:
+            encrypt: bool | None = None, before_switch=None) -> Publication:
     """Publish a gated candidate Parquet file as the next immutable version of ``product``.
 
     Returns a ``Publication`` (an ``int``: the version) whose ``.record`` is the publication
@@ -311,28 +320,35 @@ def publish(lake: Lake, product: str, candidate_file: Path, *, run_id: str,
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        record = {
+            "event": "publish",
+            "product": product,
+            "version": version,
+            "run_id": run_id,
+            "created_at": created_at,
+            "row_count": row_count,
+            "path": str(final),
+            "manifest_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+            "files": manifest["files"],
+            "inputs": inputs,
+            "previous_version": manifest["previous_version"],
+            "gate": {k: verdict[k] for k in ("suite", "success", "report_path", "docs_path")},
+        }
+        if before_switch is not None:  # e.g. the audit entry: durable before the version goes live
+            try:
+                before_switch(record)
+            except BaseException:
+                _remove_version(final)  # never live, never audited: removed
+                fsync_dir(pdir)
+                raise
         lake.switch_current(product, version)
 
-    record = {
-        "event": "publish",
-        "product": product,
-        "version": version,
-        "run_id": run_id,
-        "created_at": created_at,
-        "row_count": row_count,
-        "path": str(final),
-        "manifest_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
-        "files": manifest["files"],
-        "inputs": inputs,
-        "previous_version": manifest["previous_version"],
-        "gate": {k: verdict[k] for k in ("suite", "success", "report_path", "docs_path")},
-    }
     return Publication(version, record)
 
 
 def gate_and_publish(lake: Lake, product: str, candidate_file: Path, *, run_id: str,
                      inputs: list[dict], layer: str = "shared",
-                     gate_result: GateResult | None = None) -> Publication:
+                     gate_result: GateResult | None = None, before_switch=None) -> Publication:
     """Validate (unless ``gate_result`` is given) then publish ``product``.
 
     On a failed gate raises ``GateFailed`` naming product, suite and failed expectations;
@@ -342,4 +358,4 @@ def gate_and_publish(lake: Lake, product: str, candidate_file: Path, *, run_id: 
         gate_result = validate(lake, layer, {product: Path(candidate_file)}, run_id)
     gate_result.only(product).raise_for_failure(product)
     return publish(lake, product, Path(candidate_file), run_id=run_id,
-                   gate_result=gate_result, inputs=inputs)
+                   gate_result=gate_result, inputs=inputs, before_switch=before_switch)

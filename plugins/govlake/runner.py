@@ -421,14 +421,20 @@ def _print_transform(console, tr: dict, lake) -> None:
         for col in ("product", "version", "rows", "path"):
             t.add_column(col)
         for p in pubs:
-            version = f"unchanged (v={p['version']})" if p.get("unchanged") else f"v={p['version']}"
-            t.add_row(p["product"], version, str(p["rows"]), str(lake.current_link(p["product"])))
+            if p.get("held"):
+                version = f"HELD (gate failed; v={p['version']} stays)" if p["version"] else "HELD (gate failed)"
+            else:
+                version = f"unchanged (v={p['version']})" if p.get("unchanged") else f"v={p['version']}"
+            t.add_row(p["product"], version, str(p.get("rows", "-")), str(lake.current_link(p["product"])))
         console.print(t)
     for task_id in ("gate_standardized", "gate_shared"):
         g = ret.get(task_id)
         if g:
             console.print(f"{task_id}: {'passed' if g['success'] else 'FAILED'} — report {g['report']}; "
                           f"Data Docs {g['docs']}")
+            for product, failed in (g.get("held") or {}).items():
+                console.print(f"[red]held[/red] {product}: not published, its previous version stays current — "
+                              + "; ".join(failed[:3]), highlight=False)
     bad = {t: s for t, s in tr["tasks"].items() if s not in ("success", "skipped")}
     if bad:
         console.print(f"[red]transform_shared did not finish: {bad}[/red]")

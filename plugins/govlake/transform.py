@@ -126,8 +126,10 @@ def _clear_pending(lake: Lake) -> None:
 
 # ------------------------------------------------------------------------------ gates
 def gate_layer(lake: Lake, run_id: str, layer: str, models: list[str], *, dag_id: str | None = None,
-               task_id: str | None = None):
-    """Validate the layer's candidate files; record the verdicts; raise GateFailed on failure."""
+               task_id: str | None = None, raise_on_failure: bool = True):
+    """Validate the layer's candidate files; record the verdicts; raise GateFailed on failure
+    (unless ``raise_on_failure`` is false: the shared layer holds failing products one by one
+    in :func:`publish_layer` while the others publish)."""
     from govlake import gate, ops
     from govlake.dbt import output_path
 
@@ -141,7 +143,8 @@ def gate_layer(lake: Lake, run_id: str, layer: str, models: list[str], *, dag_id
     path = _gate_pickle(lake, run_id, layer)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(pickle.dumps(result))
-    result.raise_for_failure(f"{layer} layer")
+    if raise_on_failure:
+        result.raise_for_failure(f"{layer} layer")
     return result
 
 
@@ -210,7 +213,15 @@ def gate_standardized(lake: Lake, run_id: str, **kw):
 
 
 def gate_shared(lake: Lake, run_id: str, **kw):
-    return gate_layer(lake, run_id, "shared", shared_products(), **kw)
+    """Validate every product; each is gated on its own. A failing product does not stop the
+    others: :func:`publish_layer` holds it (its current version stays) and :func:`raise_if_held`
+    then fails the run, naming it."""
+    return gate_layer(lake, run_id, "shared", shared_products(), raise_on_failure=False, **kw)
+
+
+def held_products(result) -> dict[str, list[str]]:
+    """product -> its failed expectations (with sample values), for products whose gate failed."""
+    return {m: [f.describe() for f in r.failed] for m, r in sorted(result.suite_results.items()) if not r.success}
 
 
 # ------------------------------------------------------------------------------ publish
@@ -336,7 +347,13 @@ def publish_layer(lake: Lake, run_id: str) -> list[dict]:
     sources = product_sources(lake)
     published = []
     meta = products.load()
+    held = held_products(gate_result)
     for product in shared_products():
+        if product in held:  # held: its previous version stays current; the others publish
+            published.append({"product": product, "version": lake.current_version(product), "held": True,
+                              "failed": held[product]})
+            log.error("%s held: its gate failed: %s", product, "; ".join(held[product]))
+            continue
         used = sources.get(product)
         p_inputs = [i for i in inputs if used is None or f"{i['dept']}.{i['dataset']}" in used]
         candidate = output_path(lake.candidate(run_id), product)
@@ -352,13 +369,32 @@ def publish_layer(lake: Lake, run_id: str) -> list[dict]:
                               "unchanged": True})
             log.info("%s unchanged: current v=%s has the same bytes and inputs", product, version)
             continue
-        pub = publish.gate_and_publish(lake, product, candidate,
-                                       run_id=run_id, inputs=p_inputs, gate_result=gate_result)
-        audit.record_publication(lake, pub.record)
+        # the publication's audit entry is durable before ``current`` switches (no live version
+        # without its record); if the audit cannot be written, the new version is not made live
+        pub = publish.gate_and_publish(lake, product, candidate, run_id=run_id, inputs=p_inputs,
+                                       gate_result=gate_result,
+                                       before_switch=lambda record: audit.record_publication(lake, record,
+                                                                                             sign=False))
         published.append({"product": product, "version": int(pub), "rows": pub.record["row_count"]})
         log.info("published %s v=%s (%s rows)", product, int(pub), pub.record["row_count"])
+    if any(not p.get("unchanged") and not p.get("held") for p in published):
+        # one signed checkpoint for the run's publications, exported to every witness
+        audit.checkpoint(lake, "publication " + ", ".join(
+            f"{p['product']} v{p['version']}" for p in published if not p.get("unchanged") and not p.get("held")))
     catalog.build_site(lake)  # also when all are unchanged: the catalog shows the audit anchor
     return published
+
+
+def raise_if_held(lake: Lake, run_id: str) -> dict:
+    """Fail (after the others published) when some product's gate failed, naming each held
+    product, its suite, the failed expectations and sample values."""
+    from govlake.gate import GateFailed
+
+    result = pickle.loads(_gate_pickle(lake, run_id, "shared").read_bytes())
+    held = held_products(result)
+    if held:
+        raise GateFailed(result.only(list(held)))
+    return {"held": {}}
 
 
 def build_docs(lake: Lake, run_id: str) -> str:

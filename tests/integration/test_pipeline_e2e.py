@@ -137,11 +137,12 @@ def test_products_published_audited_and_catalogued(pipeline):
     assert "population_base" in json.dumps(cat, ensure_ascii=False)
 
 
-def test_failed_shared_gate_publishes_nothing(pipeline):
+def test_failed_product_is_held_while_the_others_publish(pipeline):
     """A marriage event dated in the future but not after its delivery date (a delivery dated
     2031-01-02: the standardized rule event_date.after_delivery lets it pass) fails the shared
-    suite (latest_event_date <= today): the gate task fails naming the product, suite and
-    expectation; current stays at v=1; the candidate and the report are kept."""
+    suite of marriage_household_check (latest_event_date <= today). Each product is gated on
+    its own: that product is held at v=1, the others publish (the marriage resource gets its new
+    version), and the run fails at the end naming the product, suite, expectation and values."""
     lake, _, _ = pipeline
     con = duckdb.connect()
     pb = lake.current_dir("population_base")
@@ -164,9 +165,25 @@ def test_failed_shared_gate_publishes_nothing(pipeline):
     results = runner.run_pipeline("2031-01-02", progress=False)
     tr, run_id = _transform(results)
     assert tr["state"] == "failed"
-    assert tr["tasks"]["gate_shared"] == "failed" and tr["tasks"]["publish"] == "upstream_failed"
-    for product in ("population_base", "legal_entity_base", "marriage_household_check"):
-        assert lake.current_version(product) == 1 and lake.versions(product) == [1]
+    assert tr["tasks"]["gate_shared"] == "success" and tr["tasks"]["publish"] == "success"
+    assert tr["tasks"]["held_products"] == "failed"
+    assert lake.current_version("marriage_household_check") == 1 and lake.versions("marriage_household_check") == [1]
+    pubs = {p["product"]: p for p in tr["returns"]["publish"]}
+    assert pubs["marriage_household_check"]["held"] and any(
+        "latest_event_date" in f for f in pubs["marriage_household_check"]["failed"])
+    assert lake.current_version("ds_civil_affairs__marriage_registration") == 2  # the others publish
+    assert not any(p.get("held") for n, p in pubs.items() if n != "marriage_household_check")
+    held = tr["returns"]["gate_shared"]["held"]
+    assert list(held) == ["marriage_household_check"] and "2031" in " ".join(held["marriage_household_check"])
+    log = "".join(results[-1:] and [json.dumps(r, ensure_ascii=False, default=str) for r in results])
+    assert "marriage_household_check" in log
+    # every live version has its publication record
+    recorded = {(e["payload"]["product"], e["payload"]["version"]) for e in audit.entries(lake)
+                if e["kind"] == "publication"}
+    for product in lake.products():
+        v = lake.current_version(product)
+        if v is not None and product != "department_connectivity":
+            assert (product, v) in recorded, product
     assert (lake.candidate(run_id) / "shared" / "marriage_household_check.parquet").exists()
     report = lake.report_dir(run_id, "shared")
     assert (report / "report.html").exists() and (report / "data_docs" / "index.html").exists()
