@@ -24,6 +24,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import threading
 import time
 import unicodedata
@@ -41,6 +42,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from govlake import access_requests, audit, masking, products, query
 from govlake.sharing import crypto
+from govlake.sharing.service import fastpath
 from govlake.sharing.service.identity import AuthError, Client, IdentityError, Registry, TokenIssuer, private_file
 from govlake.sharing.service.settings import Settings
 
@@ -191,18 +193,46 @@ class Service:
         self.failures = RateLimiter()  # failed authentications
         self.query_slots = threading.BoundedSemaphore(settings.max_concurrent_queries)
         self._local = threading.local()
-        self._meta_cache: tuple[float, dict] | None = None
+        self._meta_cache: tuple | None = None
+        self._meta_checked = 0.0
+        self._roles_cache: tuple | None = None
         from govlake.sharing.accesses import AccessLog
 
         self.accesses = AccessLog(self.lake)
 
     # -- shared helpers
     def meta(self) -> dict:
+        """Product metadata, re-read when a model file changes (checked at most once a second)."""
+        now = time.monotonic()
+        if self._meta_cache is not None and now - self._meta_checked < 1.0:
+            return self._meta_cache[1]
         files = products.model_files()
-        stamp = max((p.stat().st_mtime for p in files), default=0.0) + len(files)
+        stamp = tuple(sorted((str(p), p.stat().st_mtime_ns) for p in files))
         if self._meta_cache is None or self._meta_cache[0] != stamp:
             self._meta_cache = (stamp, products.load())
+        self._meta_checked = now
         return self._meta_cache[1]
+
+    def roles(self) -> dict:
+        """The reviewed grants merged with the approved ones, re-read whenever the grants file or
+        the access-request store changes (an approval or a revocation takes effect at once)."""
+        from govlake import grants
+
+        def st(p):
+            try:
+                s = os.stat(p)
+                return (s.st_mtime_ns, s.st_size, s.st_ino)
+            except FileNotFoundError:
+                return None
+
+        db = self.lake.access_db
+        stamp = (st(grants.grants_file()), st(db), st(f"{db}-wal"), st(f"{db}-journal"))
+        cached = self._roles_cache
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        roles = query.load_roles(self.lake)
+        self._roles_cache = (stamp, roles)
+        return roles
 
     def cursor(self):
         """A DuckDB connection of this thread for the service's own fixed SQL (lookups,
@@ -514,7 +544,8 @@ def create_app(settings: Settings) -> FastAPI:
             timeout = query.check_timeout(body.timeout if body.timeout is not None else settings.query_timeout,
                                           settings.query_timeout)
             a = query.analyze(body.sql)
-            auth = query.authorize(svc.lake, role, body.purpose, a.tables, base=base, meta=svc.meta())
+            auth = query.authorize(svc.lake, role, body.purpose, a.tables, base=base, meta=svc.meta(),
+                                   roles=svc.roles())
             run_sql = body.sql
             if auth.role.aggregate_only:
                 run_sql = query.aggregate_sql(body.sql)
@@ -628,7 +659,8 @@ def create_app(settings: Settings) -> FastAPI:
             if not iface.get("key"):
                 raise query.QueryRefused(f"resource {resource}", "has no lookup interface (no such resource "
                                          "or no key declared)")
-            auth = query.authorize(svc.lake, role, body.purpose, [resource], base=base, meta=svc.meta())
+            auth = query.authorize(svc.lake, role, body.purpose, [resource], base=base, meta=svc.meta(),
+                                   roles=svc.roles())
             _row_level(auth, "lookup")
             version = auth.wanted[resource]
             base_file = query.product_file(svc.lake, resource, version)
@@ -657,11 +689,15 @@ def create_app(settings: Settings) -> FastAPI:
                 path = renditions.ensure(svc.lake, resource, version, plan, internal, key)
             else:
                 path = base_file
-            cols = ", ".join(masking.sql_ident(c.column) for c in plan)
-            cur = svc.cursor().execute(
-                f"SELECT {cols} FROM {crypto.read_parquet_sql(path, svc.cursor())} WHERE {masking.sql_ident(keycol)} = ?", [value])
-            names = [d[0] for d in cur.description]
-            records = [dict(zip(names, row)) for row in cur.fetchall()]
+            idx = fastpath.Index.ready(svc.lake, resource, version, keycol, path)
+            if idx is not None:  # the version's key-sorted lookup copy (built in the background)
+                records = idx.lookup(value, [c.column for c in plan])
+            else:
+                cols = ", ".join(masking.sql_ident(c.column) for c in plan)
+                cur = svc.cursor().execute(
+                    f"SELECT {cols} FROM {crypto.read_parquet_sql(path, svc.cursor())} WHERE {masking.sql_ident(keycol)} = ?", [value])
+                names = [d[0] for d in cur.description]
+                records = [dict(zip(names, row)) for row in cur.fetchall()]
         except query.QueryRefused as exc:
             svc.finish(intent, t0, status="refused", refused=exc.what, reason=exc.why, **base)
             raise refused(exc) from exc
@@ -698,7 +734,8 @@ def create_app(settings: Settings) -> FastAPI:
             if not iface.get("key") or not iface.get("verify"):
                 raise query.QueryRefused(f"resource {resource}", "has no verification interface")
             keycol, allowed = iface["key"], list(iface["verify"])
-            auth = query.authorize(svc.lake, role, body.purpose, [resource], base=base, meta=svc.meta())
+            auth = query.authorize(svc.lake, role, body.purpose, [resource], base=base, meta=svc.meta(),
+                                   roles=svc.roles())
             _row_level(auth, "verification")
             version = auth.wanted[resource]
             g = auth.approved.get(resource)
@@ -717,16 +754,21 @@ def create_app(settings: Settings) -> FastAPI:
             keys = [normalise_claim(element.get(keycol, keycol), c[keycol]) for c in body.claims]
             wanted_fields = sorted({k for c in body.claims for k in c if k != keycol})
             base_file = query.product_file(svc.lake, resource, version)
-            cols = ", ".join(masking.sql_ident(x) for x in [keycol] + wanted_fields)
-            con = svc.cursor()
-            tbl = con.execute(f"SELECT {cols} FROM {crypto.read_parquet_sql(base_file, con)} WHERE {masking.sql_ident(keycol)} "
-                              f"IN (SELECT unnest(?::VARCHAR[]))", [sorted(set(keys))]).fetchall()
+            idx = fastpath.Index.ready(svc.lake, resource, version, keycol, base_file)
+            found: dict[str, list[tuple]] = {}
+            if idx is not None:
+                found = idx.rows_for(keys, wanted_fields)
+            else:
+                cols = ", ".join(masking.sql_ident(x) for x in [keycol] + wanted_fields)
+                con = svc.cursor()
+                tbl = con.execute(f"SELECT {cols} FROM {crypto.read_parquet_sql(base_file, con)} WHERE "
+                                  f"{masking.sql_ident(keycol)} IN (SELECT unnest(?::VARCHAR[]))",
+                                  [sorted(set(keys))]).fetchall()
+                for row in tbl:
+                    found.setdefault(row[0], []).append(row[1:])
         except query.QueryRefused as exc:
             svc.finish(intent, t0, status="refused", refused=exc.what, reason=exc.why, **base)
             raise refused(exc) from exc
-        found: dict[str, list[tuple]] = {}
-        for row in tbl:
-            found.setdefault(row[0], []).append(row[1:])
         results = []
         for i, (c, k) in enumerate(zip(body.claims, keys)):
             recs = found.get(k, [])

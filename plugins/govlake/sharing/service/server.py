@@ -18,12 +18,29 @@ def serve(settings: Settings, workers: int = 1) -> int:
     from govlake.sharing.service.app import create_app
 
     os.umask(0o077)  # everything the service writes is private to its OS user
-    app = create_app(settings)
     print(f"govlake sharing service on http://{settings.host}:{settings.port} (lake {settings.lake.root}; "
-          f"settings {settings.source})", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
-                workers=1 if workers <= 1 else workers, timeout_graceful_shutdown=5)
+          f"settings {settings.source}; {max(1, workers)} worker process(es))", file=sys.stderr, flush=True)
+    if workers <= 1:
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
+                    access_log=False, timeout_graceful_shutdown=5)
+        return 0
+    # several processes: uvicorn imports the app factory in each; the settings file and lake come
+    # from this (the server's own) environment. Rate limits are then counted per process.
+    os.environ["GOVLAKE_SERVICE_SETTINGS"] = settings.source
+    os.environ["GOVLAKE_LAKE_ROOT"] = str(settings.lake.root)
+    uvicorn.run("govlake.sharing.service.server:app_factory", factory=True, host=settings.host,
+                port=settings.port, workers=workers, log_level="warning", access_log=False,
+                timeout_graceful_shutdown=5)
     return 0
+
+
+def app_factory():
+    """The app of one worker process (``govlake serve --workers N``)."""
+    from govlake.sharing.service.app import create_app
+    from govlake.sharing.service.settings import load
+
+    src = os.environ.get("GOVLAKE_SERVICE_SETTINGS")
+    return create_app(load(src if src and os.path.exists(src) else None, allow_remote=True))
 
 
 def free_port() -> int:
