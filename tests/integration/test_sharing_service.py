@@ -624,3 +624,16 @@ def test_memory_stays_bounded(svc):
         assert "memory" in r.text.lower() or "timed out" in r.text
     assert proc.memory_info().rss < 1_500_000_000, proc.memory_info().rss
     assert call(svc, "ga-app", "/v1/whoami").status_code == 200
+
+
+def test_chunked_body_over_the_limit_is_refused(svc):
+    """A body sent without a length (chunked) is counted as it arrives: 413 past the limit."""
+    def chunks():
+        yield b'{"resource":"population_base","purpose":"x","claims":['
+        for _ in range(400):
+            yield b'{"id_number":"' + b"1" * 900 + b'"},'
+        yield b'{}]}'
+
+    r = httpx.post(svc["url"] + "/v1/verify", content=chunks(), timeout=30,
+                   headers={"Authorization": f"Bearer {token(svc, 'ga-app')}", "Content-Type": "application/json"})
+    problem(r, 413)

@@ -88,6 +88,54 @@ ERRORS = {s: {"model": ProblemModel, "content": {PROBLEM: {}}, "description": Pr
           for s in (401, 403, 422, 429)}
 
 
+# ---- request size ----------------------------------------------------------------------------
+class _TooLarge(BaseException):  # not Exception: FastAPI turns those into 400 while reading a body
+    pass
+
+
+class BodyLimit:
+    """Pure ASGI middleware: a request body over ``limit`` bytes gets 413, whether it declares
+    its length or is sent chunked (counted as it arrives; nothing over the limit is buffered)."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, int(limit)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        n = headers.get(b"content-length")
+        if n is not None and (not n.isdigit() or int(n) > self.limit):
+            return await self._reject(scope, send)
+        seen = 0
+        started = False
+
+        async def counted():
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge()
+            return msg
+
+        async def watched_send(msg):
+            nonlocal started
+            if msg["type"] == "http.response.start":
+                started = True
+            await send(msg)
+
+        try:
+            await self.app(scope, counted, watched_send)
+        except _TooLarge:
+            if not started:
+                await self._reject(scope, send)
+
+    async def _reject(self, scope, send):
+        resp = Problem(413, "too-large", f"the request body exceeds {self.limit} bytes").response(scope.get("path", ""))
+        await resp(scope, None, send)
+
+
 # ---- rate limits ----------------------------------------------------------------------------
 class RateLimiter:
     """A token bucket per client (in the service's memory)."""
@@ -430,21 +478,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.service = svc
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        n = request.headers.get("content-length")
-        limit = settings.max_body_bytes
-        if n is not None and (not n.isdigit() or int(n) > limit):
-            return Problem(413, "too-large", f"the request body exceeds {limit} bytes").response(request.url.path)
-        if n is None and request.method in ("POST", "PUT", "PATCH"):
-            body = b""
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > limit:
-                    return Problem(413, "too-large", f"the request body exceeds {limit} bytes"
-                                   ).response(request.url.path)
-            request._body = body
-        return await call_next(request)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
 
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem):
