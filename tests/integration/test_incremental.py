@@ -18,7 +18,10 @@ full snapshot reaches; the compiled SQL of each incremental model names its mode
 "Byte-for-byte" here means: for every shared product, the current published Parquet file of A
 and of B are the identical byte sequence (same SHA-256). Outputs are written by DuckDB with an
 ORDER BY on each product's unique key, so identical content gives identical files; the test
-also compares the sorted row content so that a failure says which rows differ.
+also compares the sorted row content so that a failure says which rows differ. A product with
+L3/L4 columns is published encrypted (ADR 0014: a fresh data key per file, so the bytes always
+differ): for it the decrypted files are compared instead (rows in order, schema with metadata,
+row groups).
 """
 
 from __future__ import annotations
@@ -32,9 +35,11 @@ import sys
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 
 from govlake import generate, ingest, metadata, transform
+from govlake.sharing import crypto
 from govlake.storage import Lake
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
@@ -102,7 +107,7 @@ def _day4_corrections(lake: Lake, published_day2: Path) -> dict:
     h, w = header.index("男方身份证号"), header.index("女方身份证号")
     named = [r[h] for r in rows + day2] + [r[w] for r in rows + day2]
     pb = next((published_day2 / "population_base").glob("*.parquet"))
-    known = {r[0] for r in _q(f"select id_number from '{pb}' where known_by like '%civil_affairs%'").fetchall()}
+    known = {r[0] for r in _q(f"select id_number from {_src(pb)} where known_by like '%civil_affairs%'").fetchall()}
     # a husband known to civil_affairs through this row only: after the correction no marriage
     # row names him
     i = next(k for k in range(len(rows) - 1, 0, -1) if named.count(rows[k][h]) == 1 and rows[k][h] in known)
@@ -139,8 +144,16 @@ def _keep_current(lake: Lake, dest: Path) -> Path:
     return dest
 
 
+_CON = duckdb.connect()
+
+
 def _q(sql: str, params=None):
-    return duckdb.connect().execute(sql, params or [])
+    return _CON.execute(sql, params or [])
+
+
+def _src(p: Path) -> str:
+    """SQL reading a published file: products with L3/L4 columns are encrypted at rest (ADR 0014)."""
+    return crypto.read_parquet_sql(p, _CON, "hive_partitioning = false")
 
 
 def _sha(p: Path) -> str:
@@ -216,11 +229,20 @@ def _assert_same_products(dirs_a: dict[str, Path], dirs_b: dict[str, Path]) -> N
         for x, y in zip(fa, fb):
             # sorted row content first (a readable failure), then the bytes
             # hive_partitioning off: the version folder v=<n> is not a column of the data
-            ra = sorted(map(repr, _q(f"select * from read_parquet('{x}', hive_partitioning=false)").fetchall()))
-            rb = sorted(map(repr, _q(f"select * from read_parquet('{y}', hive_partitioning=false)").fetchall()))
+            ra = sorted(map(repr, _q(f"select * from {_src(x)}").fetchall()))
+            rb = sorted(map(repr, _q(f"select * from {_src(y)}").fetchall()))
             only_a, only_b = sorted(set(ra) - set(rb)), sorted(set(rb) - set(ra))
             assert ra == rb, f"{product}: rows only incremental {only_a[:3]}, only full rebuild {only_b[:3]}"
-            assert _sha(x) == _sha(y), f"{product}: same rows but the files differ ({x} vs {y})"
+            if crypto.is_encrypted(x) or crypto.is_encrypted(y):
+                # a fresh data key per file: compare the decrypted files (rows in order, schema
+                # with its metadata, row groups) instead of the bytes
+                fa_, fb_ = (pq.ParquetFile(f, **crypto.arrow_read_options(f)) for f in (x, y))
+                assert fa_.schema_arrow.equals(fb_.schema_arrow, check_metadata=True), product
+                assert [fa_.metadata.row_group(i).num_rows for i in range(fa_.num_row_groups)] == \
+                    [fb_.metadata.row_group(i).num_rows for i in range(fb_.num_row_groups)], product
+                assert fa_.read().equals(fb_.read()), f"{product}: same rows, different order ({x} vs {y})"
+            else:
+                assert _sha(x) == _sha(y), f"{product}: same rows but the files differ ({x} vs {y})"
 
 
 def test_incremental_published_content_equals_full_rebuild(lakes):
@@ -263,20 +285,20 @@ def test_corrections_reach_the_products(lakes):
     fix, snap = r["day4_info"], r["day3_info"]
     pb = next(a.current_dir("population_base").glob("*.parquet"))
     le = next(a.current_dir("legal_entity_base").glob("*.parquet"))
-    new = _q(f"select known_by from '{pb}' where id_number = ?", [fix["new_husband"]]).fetchone()
+    new = _q(f"select known_by from {_src(pb)} where id_number = ?", [fix["new_husband"]]).fetchone()
     assert new and "civil_affairs" in new[0]
-    old = _q(f"select known_by from '{pb}' where id_number = ?", [fix["old_husband"]]).fetchone()
+    old = _q(f"select known_by from {_src(pb)} where id_number = ?", [fix["old_husband"]]).fetchone()
     assert old is None or "civil_affairs" not in old[0], old
-    assert _q(f"select count(*) from '{pb}' where address like '%（更正）'").fetchone()[0] > 0
-    assert _q(f"select count(*) from '{pb}' where address like '%（变更）'").fetchone()[0] == 0
-    gone = _q(f"select count(*) from '{le}' where uscc in (select unnest(?)) and in_tax", [snap["gone"]]).fetchone()[0]
+    assert _q(f"select count(*) from {_src(pb)} where address like '%（更正）'").fetchone()[0] > 0
+    assert _q(f"select count(*) from {_src(pb)} where address like '%（变更）'").fetchone()[0] == 0
+    gone = _q(f"select count(*) from {_src(le)} where uscc in (select unnest(?)) and in_tax", [snap["gone"]]).fetchone()[0]
     assert gone == 0
-    assert _q(f"select count(*) from '{le}' where tax_authority like '%（更名）'").fetchone()[0] == 1
+    assert _q(f"select count(*) from {_src(le)} where tax_authority like '%（更名）'").fetchone()[0] == 1
 
 
 def test_change_files_are_applied(lakes):
     """The changed rows of a snapshot feed reach the shared layer (household address '（变更）')."""
     _, _, r = lakes
     pb = next((r["a_day2"] / "population_base").glob("*.parquet"))
-    changed = _q(f"select count(*) from '{pb}' where address like '%（变更）'").fetchone()[0]
+    changed = _q(f"select count(*) from {_src(pb)} where address like '%（变更）'").fetchone()[0]
     assert changed > 0
