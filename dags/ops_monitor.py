@@ -73,10 +73,14 @@ with DAG(
         return summary
 
     @task(task_id="publish_connectivity",
-          doc_md="Gate, publish and audit department_connectivity (govlake.ops.publish_connectivity_task).")
+          doc_md="Gate, publish and audit department_connectivity (govlake.ops.publish_connectivity_task), "
+                 "then rebuild the catalog site (govlake.site.build_site).")
     def publish_connectivity(summary: dict, **context):
-        res = ops.publish_connectivity_task(ops.Lake.default(), context["run_id"], summary["candidate"],
-                                            summary["now"])
+        from govlake import site
+
+        lake = ops.Lake.default()
+        res = ops.publish_connectivity_task(lake, context["run_id"], summary["candidate"], summary["now"])
+        site.build_site(lake)
         context["ti"].xcom_push(key="summary", value=res)
         return res
 

@@ -14,7 +14,7 @@ Problems live in a registry (SQLite, ``<lake>/_meta/alerts.sqlite``) keyed by wh
                                     the run that standardized it) > threshold
 ``landing_anomaly:<landing path>``  extraction refused a landing entry (a symlink, a folder of an
                                     undeclared department or dataset, a folder named not as a
-                                    date or dated in the future: ``govlake.ops.landing``);
+                                    date or dated in the future: ``govlake.landing``);
                                     closed when a later extraction no longer finds it
 ==================================  =====================================================
 

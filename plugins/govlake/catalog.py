@@ -7,23 +7,22 @@ Per product: the catalog fields of docs/standards.md §7 (名称, 代码, 提供
 counts, the last gate result with a link to its Data Docs, freshness, and lineage from the
 department deliveries to the product. The HTML has inline CSS and no external resource.
 
-The publisher calls :func:`build` after every publication; ``govlake catalog --build`` does
-the same by hand; ``govlake catalog`` prints it in the terminal.
+This module is the catalog's *data* (:func:`collect`, what ``catalog.json`` holds), read by
+the sharing service (``GET /v1/catalog``) and ``govlake catalog``. The pages written from it
+(``index.html``, ``catalog.json`` and the operations dashboard) are :mod:`govlake.site`, a layer
+above operations; the pipeline's publish tasks rebuild the site after every publication, and
+``govlake catalog --build`` does the same by hand.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 from pathlib import Path
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
-
 from govlake import audit, metadata, products
-from govlake.storage import Lake, atomic_write_text
+from govlake.storage import Lake
 
-TEMPLATES = Path(__file__).resolve().parent / "templates"
 SHARING_WAY = "受控查询接口 (govlake query：按角色授权、超出授权等级的信息项脱敏或令牌化、全程审计)"
 FORMAT = "Parquet (按版本发布，不可变)"
 CYCLE_CN = {"hourly": "每小时", "daily": "每日", "weekly": "每周", "monthly": "每月"}
@@ -198,35 +197,3 @@ def collect(lake: Lake | None = None, dbt_dir: Path | None = None,
         "metadata_errors": errors,
         "audit_anchor": {"count": head.get("count"), "last_hash": head.get("last_hash")} if head else None,
     }
-
-
-def _env() -> Environment:
-    return Environment(loader=FileSystemLoader(str(TEMPLATES)),
-                       autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
-
-
-def render_html(data: dict) -> str:
-    return _env().get_template("catalog.html").render(catalog=data)
-
-
-def build(lake: Lake | None = None, dbt_dir: Path | None = None) -> Path:
-    """Write catalog.json and index.html under ``lake.catalog_root``; returns index.html."""
-    lake = lake or Lake.default()
-    data = collect(lake, dbt_dir)
-    root = lake.catalog_root
-    root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(root / "catalog.json", json.dumps(data, ensure_ascii=False, indent=2, default=str))
-    index = root / "index.html"
-    atomic_write_text(index, render_html(data))
-    return index
-
-
-def build_site(lake: Lake | None = None) -> Path:
-    """Regenerate the whole catalog site after a publication: catalog pages and the operations
-    dashboard (linked both ways). Returns the catalog index."""
-    from govlake import dashboard
-
-    lake = lake or Lake.default()
-    index = build(lake)
-    dashboard.build(lake)
-    return index

@@ -11,7 +11,7 @@ The landing zone is read without following any symbolic link (``scan_top``, ``sc
 ``_open_landing_file``: openat with O_NOFOLLOW, scandir on descriptors, a file's bytes read
 through ``/proc/<pid>/fd/<fd>`` of the inode opened). What extraction refuses -- symlinks,
 folders of undeclared departments or datasets, folders not named YYYY-MM-DD or dated in the
-future, misplaced files -- is a landing anomaly (``govlake.ops.landing``): recorded once per path,
+future, misplaced files -- is a landing anomaly (``govlake.landing``): recorded once per path,
 listed in the summary's ``problems``, a symlink inside a dataset's folder also in the file
 quarantine (its reason.json only); nothing is ingested from it.
 
@@ -56,11 +56,12 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from govlake import encoding as enc
-from govlake import metadata
+from govlake import metadata, xlsx
+from govlake.contract import ContractError, ParseError, check_contract  # noqa: F401 (re-exported)
 from govlake.ledger import Delivery, Ledger
 from govlake.metadata import Dataset
-from govlake.ops import clock
-from govlake.ops.landing import TOP_SCOPE, LandingAnomaly, record_scan as landing_record_scan
+from govlake import clock
+from govlake.landing import TOP_SCOPE, LandingAnomaly, record_scan as landing_record_scan
 from govlake.storage import Lake, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -74,23 +75,6 @@ GROUP_ROWS = 250_000  # parse batches are collected up to this many rows per Par
 PARALLEL_MIN_BYTES = 256 << 20  # a file at least this large is decoded by worker processes
 RANGE_BLOCKS = 16  # JSON Lines: a worker parses ranges of this many JSON_BLOCKs (32 MB)
 MAX_WORKERS = 4  # at most this many worker processes (and never more than the usable CPUs)
-
-
-class ContractError(ValueError):
-    """The delivery does not match the dataset's declared columns."""
-
-    def __init__(self, rule: str, message: str, row: int | None = None, columns: list[str] | None = None):
-        super().__init__(message)
-        self.rule = rule
-        self.row = row
-        self.columns = columns or []
-
-
-class ParseError(ValueError):
-    def __init__(self, rule: str, message: str, row: int | None = None):
-        super().__init__(message)
-        self.rule = rule
-        self.row = row
 
 
 @dataclass
@@ -144,26 +128,6 @@ def sha256_file(path: Path) -> str:
 
 def batch_id_for(delivery_date: str, sha256: str) -> str:
     return f"{delivery_date.replace('-', '')}-{sha256[:16]}"
-
-
-def check_contract(ds: Dataset, header: list[str], source: str) -> None:
-    expected = ds.column_names
-    dup = sorted({h for h in header if header.count(h) > 1})
-    if dup:
-        raise ContractError("contract.duplicate_column",
-                            f"{source}: row 1 (header): rule contract.duplicate_column: column(s) {dup} appear twice",
-                            row=1, columns=dup)
-    missing = [c for c in expected if c not in header]
-    extra = [h for h in header if h not in expected]
-    if missing or extra:
-        parts = []
-        if missing:
-            parts.append(f"missing column(s) {missing}")
-        if extra:
-            parts.append(f"unexpected column(s) {extra}")
-        rule = "contract.missing_column" if missing else "contract.unexpected_column"
-        raise ContractError(rule, f"{source}: row 1 (header): rule {rule}: {'; '.join(parts)} "
-                                  f"(expected {expected})", row=1, columns=missing + extra)
 
 
 # --------------------------------------------------------------------------------- parsing
@@ -575,7 +539,7 @@ def _quarantine_file(lake: Lake, ds: Dataset, path: Path, res: FileResult, batch
 # fd, follow_symlinks=False), and a delivered file is opened the same way; its bytes are then read
 # through /proc/<pid>/fd/<fd> -- the very inode opened, whatever its path points at afterwards (a
 # file swapped for a symlink after listing is refused at the open, or read as the file it was).
-# Whatever is not ingested is reported as a landing anomaly (govlake.ops.landing).
+# Whatever is not ingested is reported as a landing anomaly (govlake.landing).
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC
@@ -906,7 +870,6 @@ def _ingest_opened(lake: Lake, ledger: Ledger, ds: Dataset, delivery_date: str, 
 
     def extract(pool: Executor | None) -> None:
         if ds.format == "xlsx":  # a zip of XML: no text encoding to detect (govlake.xlsx)
-            from govlake import xlsx
             res.rows = _write_batches(xlsx.iter_xlsx(src, ds, source_file), tmp_dir, ds.column_names,
                                       batch_id=batch_id, source_file=source_file, sha=sha, ingested_at=now,
                                       delivery_date=delivery_date)

@@ -106,7 +106,7 @@ class Lake:
 
     @property
     def landing_anomalies_db(self) -> Path:
-        """Landing folders/files refused by extraction (govlake.ops.landing)."""
+        """Landing folders/files refused by extraction (govlake.landing)."""
         return self.meta_root / "landing_anomalies.sqlite"
 
     @property

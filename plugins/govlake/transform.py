@@ -7,7 +7,8 @@ Each step is a function the transform DAG calls as one task (write-audit-publish
 - the GX gate validates the candidate; its verdict is kept beside the reports;
 - only products whose gate passed are published as ``published/<product>/v=<n>/`` and the
   ``current`` pointer switched; each publication is appended to the audit log and the
-  catalog is rebuilt. A failed gate raises ``GateFailed`` naming product, suite and failed
+  catalog site is rebuilt (by the DAG's publish task: ``govlake.site`` sits above this layer).
+  A failed gate raises ``GateFailed`` naming product, suite and failed
   expectations; ``current`` stays, the candidate and the report are kept.
 """
 
@@ -23,8 +24,12 @@ from pathlib import Path
 
 import duckdb
 
-from govlake import config, metadata
+from govlake import audit, config, gate, metadata, products, publish
+from govlake.dbt import output_path, run_dbt
+from govlake.gate import GateFailed
 from govlake.ledger import Ledger
+from govlake.ops.gate_history import record_gate_result
+from govlake.publish import PublishError, sha256_file
 from govlake.storage import Lake
 
 log = logging.getLogger(__name__)
@@ -46,7 +51,6 @@ def staging_models() -> list[str]:
 
 
 def shared_products(dbt_dir: Path | None = None) -> list[str]:
-    from govlake import products
 
     # products dbt builds (a model SQL beside the YAML) and the department resources (one per
     # dataset, models/shared/resources/<name>.sql, docs/adr/0015); others, e.g.
@@ -71,7 +75,6 @@ def build_standardized(lake: Lake, run_id: str, *, full_refresh: bool = False) -
     incremental per batch; this run's stg_*/quarantine_rows files hold the batches that have
     not passed the standardized gate yet. ``full_refresh`` recomputes every batch (needed after
     a change to the standards macros, the value maps or the source metadata)."""
-    from govlake.dbt import run_dbt
 
     build_dir = lake.candidate(run_id)
     args = ["build", "--indirect-selection", "cautious"]
@@ -94,7 +97,6 @@ def build_shared(lake: Lake, run_id: str, *, full_refresh: bool = False) -> dict
     ``full_refresh`` recompute everything. The product Parquet files of the run are ordered
     COPYs of those tables. After a complete build the pending touched-key tables are dropped;
     after a failed one they stay and the next build redoes a superset of the keys."""
-    from govlake.dbt import run_dbt
 
     build_dir = lake.candidate(run_id)
     args = ["build", "--indirect-selection", "cautious"]
@@ -130,14 +132,12 @@ def gate_layer(lake: Lake, run_id: str, layer: str, models: list[str], *, dag_id
     """Validate the layer's candidate files; record the verdicts; raise GateFailed on failure
     (unless ``raise_on_failure`` is false: the shared layer holds failing products one by one
     in :func:`publish_layer` while the others publish)."""
-    from govlake import gate, ops
-    from govlake.dbt import output_path
 
     build_dir = lake.candidate(run_id)
     tables = {m: output_path(build_dir, m) for m in models}
     result = gate.validate(lake, layer, tables, run_id)
     for sr in result.suite_results.values():
-        ops.record_gate_result(lake, run_id=run_id, layer=layer, model=sr.model, suite=sr.suite,
+        record_gate_result(lake, run_id=run_id, layer=layer, model=sr.model, suite=sr.suite,
                                success=sr.success, failed=[f.describe() for f in sr.failed],
                                dag_id=dag_id, task_id=task_id)
     path = _gate_pickle(lake, run_id, layer)
@@ -150,7 +150,6 @@ def gate_layer(lake: Lake, run_id: str, layer: str, models: list[str], *, dag_id
 
 def run_batches(lake: Lake, run_id: str) -> dict[str, list[str]]:
     """dept.dataset -> batch ids this run standardized (in its stg_ or quarantine_rows file)."""
-    from govlake.dbt import output_path
 
     build_dir = lake.candidate(run_id)
     con = duckdb.connect()
@@ -200,7 +199,6 @@ def gate_standardized(lake: Lake, run_id: str, **kw):
     """Validate this run's standardized outputs: the stg_ files that have rows (feeds with no
     new batch have none: nothing new to validate) and quarantine_rows. On success the batches
     are recorded as gated, so later runs neither rewrite nor revalidate them."""
-    from govlake.dbt import output_path
 
     build_dir = lake.candidate(run_id)
     batches = run_batches(lake, run_id)
@@ -287,7 +285,6 @@ def unchanged_publication(lake: Lake, product: str, candidate_file: Path, inputs
     its plain bytes are those of the candidate it was published from (``candidate`` in the
     manifest, kept in the candidate zone), compared when that file is still there with the
     recorded row count; without it the product is published again."""
-    from govlake.publish import sha256_file
 
     if lake.current_version(product) is None:
         return None
@@ -317,7 +314,6 @@ def unchanged_publication(lake: Lake, product: str, candidate_file: Path, inputs
 def refuse_withheld(product: str, candidate: Path, meta) -> None:
     """A column the product metadata declares withheld (``withheld: true``, docs/adr/0015) must
     not be in the file to publish: raise PublishError naming product, column and file."""
-    from govlake.publish import PublishError
 
     withheld = {c.name for c in getattr(meta, "withheld", ())}
     if not withheld or not Path(candidate).is_file():
@@ -334,13 +330,13 @@ def refuse_withheld(product: str, candidate: Path, meta) -> None:
 
 
 def publish_layer(lake: Lake, run_id: str) -> list[dict]:
-    """Publish every shared product whose gate passed; audit each; rebuild the catalog.
+    """Publish every shared product whose gate passed; audit each. The caller then rebuilds the
+    catalog site (``govlake.site.build_site``), also when all are unchanged: the catalog shows
+    the audit anchor.
 
     A product whose gated candidate is byte-identical to its current version, built from the
     same inputs, gets no new version: the audit log gets a ``publication_unchanged`` note and
     the product is reported with ``"unchanged": True``."""
-    from govlake import audit, catalog, products, publish
-    from govlake.dbt import output_path
 
     gate_result = pickle.loads(_gate_pickle(lake, run_id, "shared").read_bytes())
     inputs = live_inputs(lake)
@@ -381,14 +377,12 @@ def publish_layer(lake: Lake, run_id: str) -> list[dict]:
         # one signed checkpoint for the run's publications, exported to every witness
         audit.checkpoint(lake, "publication " + ", ".join(
             f"{p['product']} v{p['version']}" for p in published if not p.get("unchanged") and not p.get("held")))
-    catalog.build_site(lake)  # also when all are unchanged: the catalog shows the audit anchor
     return published
 
 
 def raise_if_held(lake: Lake, run_id: str) -> dict:
     """Fail (after the others published) when some product's gate failed, naming each held
     product, its suite, the failed expectations and sample values."""
-    from govlake.gate import GateFailed
 
     result = pickle.loads(_gate_pickle(lake, run_id, "shared").read_bytes())
     held = held_products(result)
@@ -400,7 +394,6 @@ def raise_if_held(lake: Lake, run_id: str) -> dict:
 def build_docs(lake: Lake, run_id: str) -> str:
     """dbt docs (lineage graph, model and column docs) as one self-contained page in the catalog
     folder: ``<lake>/catalog/dbt_docs.html`` (``dbt docs generate --static``, works offline)."""
-    from govlake.dbt import run_dbt
 
     run_dbt(["docs", "generate", "--static"], lake=lake, build_dir=lake.candidate(run_id))
     src = lake.meta_root / "dbt" / "target" / "static_index.html"

@@ -15,7 +15,7 @@ dbt_project/macros/standards/) handle what Excel did to the values:
 
 Contract (file quarantine, the reason names file, sheet and rule): the named sheet missing
 (``contract.missing_sheet``), several sheets and none named (``contract.ambiguous_sheet``),
-the header row's columns (ingest.check_contract: missing/unexpected/duplicate column).
+the header row's columns (govlake.contract.check_contract: missing/unexpected/duplicate column).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Iterator
 
 import pyarrow as pa
 
+from govlake.contract import ContractError, ParseError, check_contract
 from govlake.metadata import Dataset
 
 BATCH_ROWS = 100_000
@@ -71,7 +72,6 @@ def open_sheet(path: Path, ds: Dataset, source: str):
     """(sheet name, calamine sheet) of the delivery; ContractError naming file, sheet and rule."""
     from python_calamine import CalamineWorkbook
 
-    from govlake.ingest import ContractError, ParseError
 
     try:
         wb = CalamineWorkbook.from_path(str(path))
@@ -97,7 +97,6 @@ def open_sheet(path: Path, ds: Dataset, source: str):
 
 def iter_xlsx(path: Path, ds: Dataset, source: str) -> Iterator[pa.RecordBatch]:
     """Header checked against the contract, then record batches of strings (delivered column names)."""
-    from govlake.ingest import ParseError, check_contract
 
     name, sheet = open_sheet(path, ds, source)
     rows = iter(sheet.iter_rows())

@@ -12,7 +12,8 @@ import access_support as S
 from browser_support import CHROMIUM_FLAGS
 from browser_support import chromium as _chromium
 from browser_support import png_stats as _png_stats
-from govlake import audit, catalog
+from govlake import audit
+from govlake.site import catalog_pages
 from govlake.storage import Lake
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -58,7 +59,7 @@ def published_catalog(lake: Lake, tmp_path, monkeypatch):
          "certificate_number": "J1"} for r in rows[:10]],
         gate={"passed": False, "checks": 12, "failed": 1, "docs_path": str(docs)})
     audit.record_publication(lake, m2)
-    index = catalog.build(lake, dbt)
+    index = catalog_pages.build(lake, dbt)
     return lake, index
 
 

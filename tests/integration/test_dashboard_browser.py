@@ -15,7 +15,8 @@ from browser_support import CHROMIUM_FLAGS, chromium, png_stats
 from ops_support import deliver, qrow, write_quarantine
 
 import access_support as S
-from govlake import catalog, dashboard, metadata, ops
+from govlake import catalog, metadata, ops
+from govlake.site import catalog_pages, dashboard
 from govlake.storage import Lake
 
 pytestmark = [pytest.mark.integration]
@@ -127,7 +128,7 @@ class _Dom(HTMLParser):
 def test_dashboard_in_headless_chromium(ops_lake, tmp_path):
     exe = chromium()
     lake = ops_lake
-    index = catalog.build(lake)
+    index = catalog_pages.build(lake)
     page = dashboard.build(lake, NOW)
     base = [exe, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"]
     dom = subprocess.run(base + ["--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)

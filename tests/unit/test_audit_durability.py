@@ -15,7 +15,8 @@ import time
 
 import pytest
 
-from govlake import audit, catalog, metadata
+from govlake import audit, metadata
+from govlake.site import catalog_pages
 from govlake.storage import Lake
 
 
@@ -278,7 +279,7 @@ def test_deleting_log_and_head_detected(lake):
 def test_deleting_log_and_head_detected_from_the_catalog_anchor(lake, monkeypatch):
     monkeypatch.delenv(audit.WITNESS_ENV)
     _fill(lake, 3)
-    catalog.build(lake)  # copies head.json's anchor into catalog.json
+    catalog_pages.build(lake)  # copies head.json's anchor into catalog.json
     assert json.loads((lake.catalog_root / "catalog.json").read_text())["audit_anchor"]["count"] == 3
     audit.log_path(lake).unlink()
     audit.head_path(lake).unlink()

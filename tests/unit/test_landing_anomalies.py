@@ -15,7 +15,8 @@ import sys
 import duckdb
 import pytest
 
-from govlake import alerts, dashboard, ingest, metadata, ops
+from govlake import alerts, ingest, metadata, ops
+from govlake.site import dashboard
 from govlake.ledger import Ledger
 
 TAX = metadata.dataset("tax.taxpayer_registration")

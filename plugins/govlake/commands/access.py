@@ -120,12 +120,12 @@ def _catalog(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from govlake import catalog
+    from govlake import catalog, site
     from govlake.storage import Lake
 
     lake = Lake.default()
     if args.build:
-        path = catalog.build(lake)
+        path = site.catalog_pages.build(lake)
         print(f"catalog written: {path} and {path.with_name('catalog.json')}")
     data = catalog.collect(lake)
     if args.json:

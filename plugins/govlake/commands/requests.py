@@ -202,7 +202,8 @@ def _revoke(args) -> int:
 
 
 def _dashboard(args) -> int:
-    from govlake import dashboard, ops
+    from govlake import ops
+    from govlake.site import dashboard
 
     try:
         now = ops.parse_ts(args.now) if args.now else None

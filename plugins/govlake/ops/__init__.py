@@ -2,13 +2,15 @@
 
 One duty per module:
 
-``clock``         the one clock: ``now()`` = the wall clock (UTC) or ``$GOVLAKE_NOW`` (tests);
 ``gate_history``  ``<lake>/_meta/gate_history.jsonl`` (``record_gate_result[s]``, ``gate_history``);
 ``lineage``       which product is built from which feed — the publication manifests' ``inputs``;
 ``quarantine``    row quarantine per transform run, and per feed of its latest batch;
-``landing``       landing anomalies extraction refused (symlinks, undeclared, non-date, future folders);
 ``freshness``     feed state, freshness and 互联互通率: ``compute(lake, now)``;
 ``tasks``         the ``department_connectivity`` table and the ``ops_monitor`` task bodies.
+
+Two neighbours live lower, because extraction uses them too: ``govlake.clock`` (the one clock:
+``now()`` = the wall clock (UTC) or ``$GOVLAKE_NOW``) and ``govlake.landing`` (landing anomalies
+extraction refused: symlinks, undeclared, non-date, future folders).
 
 Everything is a function of the lake and ``now``; ``govlake status``, the ``ops_monitor`` DAG,
 the dashboard and the alerts default ``now`` to ``clock.now()``, so they agree. Inputs: the
@@ -21,12 +23,12 @@ The names below are re-exported so ``from govlake import ops; ops.compute(...)``
 
 from __future__ import annotations
 
-from govlake.ops.clock import NOW_ENV, UTC, _iso, now, parse_ts, utcnow
+from govlake.clock import NOW_ENV, UTC, _iso, now, parse_ts, utcnow
 from govlake.ops.freshness import (DEFAULT_GATE_RUNS, STATE_LABELS, STATES, Connectivity, DeptStatus, FeedStatus,
                                    _one_line, compute, freshness_reference)
 from govlake.ops.gate_history import (GateRecord, dataset_of_model, gate_history, gate_history_path, latest_gates,
                                       record_gate_result, record_gate_results, staging_model)
-from govlake.ops.landing import LandingAnomaly, landing_anomalies
+from govlake.landing import LandingAnomaly, landing_anomalies
 from govlake.ops.lineage import DESCRIBES_FEEDS, PRODUCT, Publish, product_lineage, publishes
 from govlake.ops.quarantine import (DEFAULT_QUARANTINE_RUNS, QUARANTINE_FILE, BatchQuarantine, QuarantineRun,
                                     batch_quarantine, quarantine_history, quarantine_runs)

@@ -2,7 +2,7 @@
 
 One function for every view: ``govlake status``, the ``ops_monitor`` DAG (and so the
 ``department_connectivity`` product and the alerts) and the dashboard all call ``compute``, with
-``now`` defaulting to ``govlake.ops.clock.now()`` — the wall clock, or ``$GOVLAKE_NOW``.
+``now`` defaulting to ``govlake.clock.now()`` — the wall clock, or ``$GOVLAKE_NOW``.
 
 Feed state, worst first (see docs/adr/0006-operations.md):
 
@@ -19,7 +19,7 @@ early (or is dated in the future) is measured from its arrival. Deliveries inges
 
 互联互通率 = departments whose every feed is ``on_time`` / registered departments.
 
-``Connectivity.landing_anomalies``: the landing anomalies open at ``now`` (``ops.landing``); any
+``Connectivity.landing_anomalies``: the landing anomalies open at ``now`` (``govlake.landing``); any
 makes the platform not ``healthy`` (``govlake status`` exits 1) without changing feed states.
 """
 
@@ -30,9 +30,9 @@ from dataclasses import asdict, dataclass, field
 
 from govlake import metadata
 from govlake.ledger import Delivery, Ledger
-from govlake.ops.clock import UTC, _iso, now as clock_now, parse_ts
+from govlake.clock import UTC, _iso, now as clock_now, parse_ts
 from govlake.ops.gate_history import GateRecord, gate_history, latest_gates, staging_model
-from govlake.ops.landing import LandingAnomaly, landing_anomalies
+from govlake.landing import LandingAnomaly, landing_anomalies
 from govlake.ops.lineage import product_lineage, publishes
 from govlake.ops.quarantine import DEFAULT_QUARANTINE_RUNS, _quarantine_stats, batch_quarantine, quarantine_runs
 from govlake.storage import Lake

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterable
 
 from govlake import metadata
-from govlake.ops.clock import _iso, parse_ts, utcnow
+from govlake.clock import _iso, parse_ts, utcnow
 from govlake.storage import Lake
 
 

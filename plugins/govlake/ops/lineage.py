@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from govlake.ops.clock import UTC, parse_ts
+from govlake.clock import UTC, parse_ts
 from govlake.storage import Lake
 
 #: the operations product (published by ops_monitor)

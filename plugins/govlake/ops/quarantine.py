@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from govlake.ledger import Delivery
-from govlake.ops.clock import UTC, _iso, parse_ts
+from govlake.clock import UTC, _iso, parse_ts
 from govlake.ops.gate_history import gate_history
 from govlake.storage import Lake
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from govlake import config
+from govlake import audit, config, gate, publish
 from govlake.ledger import Delivery, Ledger
-from govlake.ops.clock import _iso, now as clock_now, parse_ts
+from govlake.clock import _iso, now as clock_now, parse_ts
 from govlake.ops.freshness import compute
 from govlake.ops.gate_history import record_gate_results
 from govlake.ops.lineage import PRODUCT
@@ -156,9 +156,8 @@ def publish_connectivity_task(lake: Lake, run_id: str, candidate: Path | str,
                               task_id: str = "publish_connectivity") -> dict:
     """Gate the candidate with ``expectations/shared/department_connectivity.json``, record the
     verdict in the gate history, publish it (``govlake.publish.gate_and_publish``) and append
-    the publication to the audit log. A failed gate is recorded, then ``GateFailed`` is raised."""
-    from govlake import audit, gate, publish
-
+    the publication to the audit log (the DAG task then rebuilds the catalog site,
+    ``govlake.site.build_site``). A failed gate is recorded, then ``GateFailed`` is raised."""
     now = clock_now(now)
     candidate = Path(candidate)
     g = gate.validate(lake, "shared", {PRODUCT: candidate}, run_id, today=now.date())
@@ -166,8 +165,5 @@ def publish_connectivity_task(lake: Lake, run_id: str, candidate: Path | str,
     pub = publish.gate_and_publish(lake, PRODUCT, candidate, run_id=run_id,
                                    inputs=connectivity_inputs(lake, now), gate_result=g)
     audit.record_publication(lake, pub.record)
-    from govlake import catalog
-
-    catalog.build_site(lake)
     return {"product": PRODUCT, "version": int(pub), "path": pub.record["path"],
             "row_count": pub.record["row_count"], "report": str(g.report_path)}

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from typing import Iterable
 
 from govlake import sqlite_store
-from govlake.ops.clock import _iso, now as clock_now, parse_ts
+from govlake.clock import _iso, now as clock_now, parse_ts
 from govlake.storage import Lake
 
 KINDS = ("landing.symlink", "landing.undeclared_department", "landing.undeclared_dataset",

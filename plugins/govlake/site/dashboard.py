@@ -4,7 +4,7 @@ offline catalog site (linked both ways with ``index.html``).
 Everything on it comes from :func:`govlake.ops.compute` (the same figures as ``govlake
 status`` and the ``department_connectivity`` product): the 互联互通率, per-department state
 (on time / late / failing / never delivered) with last delivery and last publish, per-feed
-freshness, the latest failed gate, the landing anomalies extraction refused (``ops.landing``),
+freshness, the latest failed gate, the landing anomalies extraction refused (``govlake.landing``),
 and a chart of quarantined rows per feed over the last transform runs. The chart is hand-made inline SVG (no JavaScript, no external resource), so
 the page works offline and prints.
 """
@@ -20,7 +20,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from govlake import ops
 from govlake.storage import Lake, atomic_write_text
 
-TEMPLATES = Path(__file__).resolve().parent / "templates"
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 PAGE = "dashboard.html"
 CHART_RUNS = 20  # transform runs shown in the quarantine chart
 STATE_EN = {"on_time": "on time", "late": "late", "failing": "failing", "never_delivered": "never delivered"}
