@@ -16,8 +16,10 @@ from govlake import config
 _COMMAND_MODULES = [
     "govlake.commands.core",
     "govlake.commands.ops",
+    "govlake.commands.query",
+    "govlake.commands.catalog",
     "govlake.commands.access",
-    "govlake.commands.requests",
+    "govlake.commands.dashboard",
     "govlake.commands.audit",
     "govlake.commands.serve",
     "govlake.commands.clients",

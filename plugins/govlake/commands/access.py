@@ -1,156 +1,196 @@
-"""Access subcommands: query (masked, audited), catalog, token-key."""
+"""Conditional-sharing subcommands: ``govlake access request|list|approve|reject|revoke``.
+
+Exit codes: 0 done; 1 error (not found, wrong state, bad input); 3 refused (不予共享 product,
+approver not authorised).
+"""
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
+import json
 import sys
+
+EPILOG = """examples (request/approve/reject/revoke go through the sharing service as the registered
+client whose credentials this shell holds; the role, approver and department are that registration's):
+  govlake access request --product population_base --purpose 婚姻登记核验
+  govlake access list --pending --department 公安          (admin, on the service's machine)
+  govlake access approve R-1 --days 90 --reason "符合共享条件"
+  govlake access reject R-2 --reason "用途与共享条件不符"
+  govlake access revoke G-1 --reason "项目结束"
+
+exit codes: 0 done, 1 error (not found / wrong state / bad input), 3 refused
+(不予共享 product, approver not of the owning department or not registered)
+"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    q = sub.add_parser("query", help="one read-only SELECT through the sharing service (masked, audited)",
-                       description="A client of the sharing service (govlake serve): your role comes from "
-                                   "your client registration, not from this command. Credentials: "
-                                   "GOVLAKE_CLIENT_ID / GOVLAKE_CLIENT_SECRET or ~/.config/govlake/credentials.json; "
-                                   "service URL: GOVLAKE_SERVICE_URL (default http://127.0.0.1:8765).")
-    q.add_argument("--purpose", required=True, help="purpose of the query (must be granted to your role)")
-    q.add_argument("sql", help="one SELECT statement")
-    q.add_argument("--format", choices=("table", "json", "csv", "parquet", "arrow"), default="table")
-    q.add_argument("--output", default=None, help="write the result to this file (required for parquet/arrow)")
-    q.add_argument("--limit", default=None,
-                   help="row limit (default: the server's, 1000); 'all' for every row your grant allows")
-    q.add_argument("--timeout", type=float, default=None, help="seconds (at most the server's limit)")
-    q.set_defaults(func=_query)
+    a = sub.add_parser(
+        "access", help="conditional-sharing requests: request, list, approve, reject, revoke",
+        description="The 有条件共享 workflow: a role requests a product for a purpose; a registered approver "
+                    "of the product's owning department (config/approvers.yml) approves (creating a grant "
+                    "with an expiry) or rejects; revoke ends a grant. 不予共享 products cannot be requested; "
+                    "无条件共享 ones are granted without approval. Every step is in the audit log.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    asub = a.add_subparsers(dest="access_command", metavar="ACTION", required=True)
 
-    v = sub.add_parser("verify", help="核验 through the sharing service: match / no_match per claimed field")
-    v.add_argument("--resource", required=True, help="e.g. population_base")
-    v.add_argument("--purpose", required=True)
-    v.add_argument("claims", nargs="+", help="claims as field=value,field=value (e.g. id_number=…,name=张三)")
-    v.set_defaults(func=_verify)
+    r = asub.add_parser("request", help="file a request for a product")
+    r.add_argument("--product", required=True, help="published product name")
+    r.add_argument("--purpose", required=True, help="what the data will be used for (recorded in the grant)")
+    r.add_argument("--columns", default=None, help="comma-separated columns (default: every column)")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=_request)
 
-    c = sub.add_parser("catalog", help="show the shared data catalog (共享目录)")
-    c.add_argument("--build", action="store_true", help="regenerate catalog.json and the HTML site")
-    c.add_argument("--json", action="store_true", help="print catalog.json to stdout")
-    c.set_defaults(func=_catalog)
+    ls = asub.add_parser("list", help="list requests (and their grants)")
+    ls.add_argument("--pending", action="store_true", help="only requests awaiting a decision")
+    ls.add_argument("--department", default=None, help="only products owned by this department")
+    ls.add_argument("--role", default=None)
+    ls.add_argument("--grants", action="store_true", help="list grants (with their state) instead of requests")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=_list)
 
-    k = sub.add_parser("token-key", help="create the local join-token key if none exists (never committed)")
-    k.set_defaults(func=_token_key)
+    for name, helptext in (("approve", "approve a pending request (creates a grant with an expiry)"),
+                           ("reject", "reject a pending request"),
+                           ("revoke", "revoke a grant now")):
+        p = asub.add_parser(name, help=helptext)
+        p.add_argument("id", help="grant id (G-<n>)" if name == "revoke" else "request id (R-<n>)")
+        p.add_argument("--reason", required=True)
+        if name == "approve":
+            g = p.add_mutually_exclusive_group()
+            g.add_argument("--days", type=int, default=None, help="validity in days (default 90, at most 366)")
+            g.add_argument("--expires", default=None, help="last valid day YYYY-MM-DD")
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(func={"approve": _approve, "reject": _reject, "revoke": _revoke}[name])
 
 
-def _client():
-    from govlake.sharing.service.client import Credentials, ServiceClient
-
-    return ServiceClient(Credentials.from_env())
-
-
-def _query(args) -> int:
+def _console(stderr=False):
     from rich.console import Console
-    from rich.table import Table
 
-    from govlake.sharing.service.client import ServiceError
-
-    err = Console(stderr=True, width=None if sys.stderr.isatty() else 250)
-    if args.format in ("parquet", "arrow") and not args.output:
-        err.print(f"[red]--format {args.format} needs --output FILE[/red]")
-        return 2
-    limit = "default" if args.limit is None else (None if args.limit == "all" else int(args.limit))
-    wire = "json" if args.format == "table" else args.format
-    try:
-        client = _client()
-        r = client.query(args.sql, args.purpose, wire, limit=limit, timeout=args.timeout)
-    except ServiceError as exc:
-        word = "REFUSED" if exc.status in (401, 403, 422) else "FAILED"
-        err.print(f"[bold red]{word}[/bold red] ({exc.status}) {exc.problem.get('detail') or exc}")
-        return 3 if exc.status in (401, 403, 422) else 4
-    versions = r.headers.get("X-Govlake-Versions", "{}")
-    seq = r.headers.get("X-Govlake-Audit-Seq", "?")
-    if args.format != "table":
-        if args.output:
-            with open(args.output, "wb") as fh:
-                fh.write(r.content)
-        else:
-            sys.stdout.buffer.write(r.content)
-        err.print(f"products {versions}; audit #{seq}", highlight=False)
-        return 0
-    doc = r.json()
-    t = Table(show_lines=False)
-    for name in doc["columns"]:
-        t.add_column(name, overflow="fold")
-    for row in doc["rows"]:
-        t.add_row(*["" if v is None else str(v) for v in row])
-    wide = None if sys.stdout.isatty() else 250  # do not fold values when piped
-    out = Console(file=open(args.output, "w", encoding="utf-8"), width=250) if args.output else Console(width=wide)
-    out.print(t)
-    masked = doc.get("masked") or {}
-    note = ", ".join(f"{p}: " + ", ".join(f"{c}={t}" for c, t in cols.items()) for p, cols in masked.items()) or "none"
-    err.print(f"{doc['row_count']} row(s); products "
-              f"{', '.join(f'{p} v{v}' for p, v in doc['versions'].items()) or '-'}; masked: {note}; "
-              f"audit #{doc['audit_seq']}", highlight=False)
-    return 0
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else 200, highlight=False)
 
 
-def _verify(args) -> int:
-    import json
+def _fail(exc) -> int:
+    from govlake import access_requests as ar
 
-    from govlake.sharing.service.client import ServiceError
-
-    claims = []
-    for text in args.claims:
-        claim = {}
-        for part in text.split(","):
-            if "=" not in part:
-                print(f"claim {text!r}: each part must be field=value", file=sys.stderr)
-                return 2
-            k, v = part.split("=", 1)
-            claim[k.strip()] = v.strip()
-        claims.append(claim)
-    try:
-        res = _client().post("/v1/verify", {"resource": args.resource, "purpose": args.purpose, "claims": claims})
-    except ServiceError as exc:
-        print(f"REFUSED ({exc.status}) {exc.problem.get('detail') or exc}", file=sys.stderr)
-        return 3
-    print(json.dumps(res, ensure_ascii=False, indent=2))
-    return 0
+    refused = isinstance(exc, (ar.NotShareable, ar.NotAuthorized))
+    _console(stderr=True).print(f"[bold red]{'REFUSED' if refused else 'ERROR'}[/bold red] {exc}")
+    return 3 if refused else 1
 
 
-def _catalog(args) -> int:
-    import json
-
-    from rich.console import Console
-    from rich.table import Table
-
-    from govlake import catalog, site
+def _lake():
     from govlake.storage import Lake
 
-    lake = Lake.default()
-    if args.build:
-        path = site.catalog_pages.build(lake)
-        print(f"catalog written: {path} and {path.with_name('catalog.json')}")
-    data = catalog.collect(lake)
+    return Lake.default()
+
+
+def _service(path: str, body: dict):
+    """POST to the sharing service as the registered client of this shell (its credentials):
+    the role, the approver's name and department come from that registration."""
+    from govlake.sharing.service.client import Credentials, ServiceClient, ServiceError
+
+    try:
+        client = ServiceClient(Credentials.from_env())
+        try:
+            return client.post(path, body), None
+        finally:
+            client.close()
+    except ServiceError as exc:
+        refused = exc.status in (401, 403)
+        _console(stderr=True).print(f"[bold red]{'REFUSED' if refused else 'ERROR'}[/bold red] "
+                                    f"({exc.status}) {exc.problem.get('detail') or exc}")
+        return None, (3 if refused else 1)
+
+
+def _request(args) -> int:
+    cols = [c.strip() for c in args.columns.split(",")] if args.columns else None
+    req, rc = _service("/v1/access-requests", {"product": args.product, "purpose": args.purpose, "columns": cols})
+    if rc is not None:
+        return rc
     if args.json:
-        print(json.dumps(data, ensure_ascii=False, indent=2, default=str))
-        return 0
-    con = Console(width=None if sys.stdout.isatty() else 200)
-    t = Table(title="政务数据共享目录 (govlake catalog)")
-    for col in ("产品", "名称", "责任部门", "共享类型", "分级", "当前版本", "记录数", "发布日期", "关口", "时效", "来源"):
-        t.add_column(col, overflow="fold")
-    for p in data["products"]:
-        gate = {True: "通过", False: "未通过"}.get(p["gate"]["passed"], "—")
-        src = ", ".join(sorted({f"{x.get('department')}" for x in p["lineage"]})) or "—"
-        t.add_row(p["name"], p["title"], p["owner_department"], p["sharing"]["type"], p["grade"],
-                  f"v{p['current_version']}" if p["current_version"] is not None else "未发布",
-                  str(p["row_count"] if p["row_count"] is not None else "—"),
-                  str(p["published_at"] or "—"), gate,
-                  {"fresh": "及时", "stale": "逾期"}.get(p["freshness"]["status"], "—"), src)
-    con.print(t)
-    for e in data["metadata_errors"]:
-        con.print(f"[red]metadata error:[/red] {e}")
-    return 1 if data["metadata_errors"] else 0
-
-
-def _token_key(args) -> int:
-    from govlake import masking
-
-    print(masking.ensure_local_key())
+        print(json.dumps(req, ensure_ascii=False, indent=2))
+    elif req["status"] == "auto_granted":
+        print(f"{req['request_id']} auto-granted ({req['sharing_type']}, no approval needed): grant "
+              f"{req['grant_id']} for {req['role']} on {req['product']}, purpose {req['purpose']}")
+    else:
+        print(f"{req['request_id']} filed: {req['role']} requests {req['product']} for {req['purpose']!r}"
+              f"{' (columns ' + ', '.join(req['columns']) + ')' if req['columns'] else ''}; "
+              f"pending approval by {req['owner_department']}")
     return 0
+
+
+def _list(args) -> int:
+    from rich.table import Table
+
+    from govlake import access_requests as ar
+
+    lake = _lake()
+    try:
+        if args.grants:
+            rows = [g for g in ar.list_grants(lake, role=args.role)]
+            if args.department:
+                owners = {r.id: r.owner_department for r in ar.list_requests(lake)}
+                rows = [g for g in rows if owners.get(g.request_id) == args.department]
+            if args.json:
+                print(json.dumps([g.to_dict() for g in rows], ensure_ascii=False, indent=2))
+                return 0
+            t = Table(title="access grants")
+            for c in ("grant", "request", "role", "product", "purpose", "columns", "by", "expires", "state"):
+                t.add_column(c, overflow="fold")
+            for g in rows:
+                st = g.state()
+                note = f"{st}: {g.revoke_reason}" if st == "revoked" else st
+                t.add_row(g.ref, f"R-{g.request_id}", g.role, g.product, g.purpose,
+                          ", ".join(g.columns) if g.columns else "all",
+                          f"{g.granted_by} ({g.granted_department})", g.expires.isoformat(), note)
+            _console().print(t)
+            return 0
+        rows = ar.list_requests(lake, status="pending" if args.pending else None, department=args.department,
+                                role=args.role)
+        grants = {g.id: g for g in ar.list_grants(lake)}
+    except ar.AccessRequestError as exc:
+        return _fail(exc)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in rows], ensure_ascii=False, indent=2))
+        return 0
+    t = Table(title="access requests" + (" (pending)" if args.pending else ""))
+    for c in ("id", "role", "product", "owner", "purpose", "columns", "requester", "requested", "status",
+              "decision", "grant"):
+        t.add_column(c, overflow="fold")
+    for r in rows:
+        g = grants.get(r.grant_id) if r.grant_id is not None else None
+        decision = f"{r.decided_by or ''}{' (' + r.decided_department + ')' if r.decided_department else ''}" \
+                   f"{': ' + r.decision_reason if r.decision_reason else ''}"
+        t.add_row(r.ref, r.role, r.product, r.owner_department, r.purpose,
+                  ", ".join(r.columns) if r.columns else "all", r.requester, r.requested_at, r.status,
+                  decision, f"{g.ref} {g.state()} until {g.expires.isoformat()}" if g else "")
+    _console().print(t)
+    return 0
+
+
+def _decide(args, path: str, summary, **extra) -> int:
+    """One approver decision (approve, reject, revoke) through the sharing service."""
+    body = {"reason": args.reason, **{k: v for k, v in extra.items() if v is not None}}
+    obj, rc = _service(path, body)
+    if rc is not None:
+        return rc
+    print(json.dumps(obj, ensure_ascii=False, indent=2) if args.json else summary(obj))
+    return 0
+
+
+def _approve(args) -> int:
+    return _decide(args, f"/v1/access-requests/{args.id}/approve", lambda g: (
+        f"{g['request_id']} approved by {g['granted_by']} ({g['granted_department']}): grant {g['grant_id']} for "
+        f"{g['role']} on {g['product']}, purpose {g['purpose']!r}"
+        f"{', columns ' + ', '.join(g['columns']) if g['columns'] else ''}, valid until {g['expires']}"),
+        days=args.days, expires=args.expires)
+
+
+def _reject(args) -> int:
+    return _decide(args, f"/v1/access-requests/{args.id}/reject", lambda r: (
+        f"{r['request_id']} rejected by {r['decided_by']} ({r['decided_department']}): {r['decision_reason']}"))
+
+
+def _revoke(args) -> int:
+    return _decide(args, f"/v1/grants/{args.id}/revoke", lambda g: (
+        f"{g['grant_id']} revoked by {g['revoked_by']} ({g['revoked_department']}) at {g['revoked_at']}: "
+        f"{g['revoke_reason']}"))

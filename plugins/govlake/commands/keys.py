@@ -1,4 +1,5 @@
-"""``govlake keys init|list|rotate|check``: the Parquet encryption keyring (ADR 0014).
+"""``govlake keys init|list|rotate|check``: the Parquet encryption keyring (ADR 0014); and
+``govlake token-key``: the local join-token key (``govlake.masking``).
 
 An administrator's command, run as the pipeline's and the service's OS user: the keyring
 (``$GOVLAKE_PARQUET_KEYRING`` or ``<work dir>/secrets/parquet-keys.json``, mode 0600) is
@@ -26,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.set_defaults(func=_rotate)
     c = ksub.add_parser("check", help="every published encrypted file opens with a key of the keyring")
     c.set_defaults(func=_check)
+
+    t = sub.add_parser("token-key", help="create the local join-token key if none exists (never committed)")
+    t.set_defaults(func=_token_key)
 
 
 def _init(args: argparse.Namespace) -> int:
@@ -89,3 +93,10 @@ def _check(args: argparse.Namespace) -> int:
             print(f"{f}: {exc}", file=sys.stderr)
     print(f"{n} encrypted file(s) checked, {bad} unreadable")
     return 1 if bad else 0
+
+
+def _token_key(args) -> int:
+    from govlake import masking
+
+    print(masking.ensure_local_key())
+    return 0
