@@ -190,11 +190,11 @@ def make_notifiers(lake: Lake, cfg: dict) -> list[Notifier]:
 
 # ---- the open-problem registry ---------------------------------------------------------------
 def alerts_log_path(lake: Lake) -> Path:
-    return lake.meta_root / "alerts.jsonl"
+    return lake.alerts_log
 
 
 def registry_path(lake: Lake) -> Path:
-    return lake.meta_root / "alerts.sqlite"
+    return lake.alerts_db
 
 
 _SCHEMA = """

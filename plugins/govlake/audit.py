@@ -83,23 +83,23 @@ class AuditError(RuntimeError):
 
 # ---- paths --------------------------------------------------------------------------------
 def log_path(lake: Lake) -> Path:
-    return lake.audit_root / "audit.jsonl"
+    return lake.audit_log
 
 
 def head_path(lake: Lake) -> Path:
-    return lake.audit_root / "head.json"
+    return lake.audit_head
 
 
 def lock_path(lake: Lake) -> Path:
-    return lake.audit_root / ".lock"
+    return lake.audit_lock
 
 
 def checkpoints_path(lake: Lake) -> Path:
-    return lake.audit_root / "checkpoints.jsonl"
+    return lake.audit_checkpoints
 
 
 def witness_root(lake: Lake) -> Path:
-    return lake.meta_root / "witness"
+    return lake.witness_root
 
 
 def key_path() -> Path:
@@ -864,7 +864,7 @@ def _collect_checkpoints(lake: Lake) -> tuple[list[tuple[str, dict]], int, str |
 
 
 def _catalog_anchor(lake: Lake) -> dict | None:
-    p = lake.catalog_root / "catalog.json"
+    p = lake.catalog_json
     try:
         a = json.loads(p.read_text(encoding="utf-8")).get("audit_anchor")
     except (OSError, ValueError, AttributeError):

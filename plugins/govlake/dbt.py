@@ -163,7 +163,7 @@ def run_dbt(
         (build_dir / layer).mkdir(parents=True, exist_ok=True)
     lake.meta_root.mkdir(parents=True, exist_ok=True)
     project = config.dbt_project_dir()
-    work = lake.meta_root / "dbt"
+    work = lake.dbt_work
     cli = list(args)
     cli += ["--project-dir", str(project), "--profiles-dir", str(project),
             "--target-path", str(work / "target"), "--log-path", str(work / "logs")]

@@ -864,7 +864,7 @@ def _ingest_opened(lake: Lake, ledger: Ledger, ds: Dataset, delivery_date: str, 
     tmp_dir = final_dir.with_name(f".{batch_id}.tmp")
     shutil.rmtree(tmp_dir, ignore_errors=True)
     # a non-UTF-8 delivery is decoded once, while its encoding is checked, into this UTF-8 copy
-    utf8 = lake.meta_root / "extract_tmp" / f"{ds.id}.{batch_id}.utf8"
+    utf8 = lake.extract_tmp(ds.id, batch_id)
     utf8.parent.mkdir(parents=True, exist_ok=True)
     detail: dict = {}
 

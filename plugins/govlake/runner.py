@@ -300,7 +300,7 @@ class LakeBusy(RuntimeError):
 
 
 def run_lock_path(lake) -> Path:
-    return lake.locks_root / "run.lock"
+    return lake.run_lock
 
 
 def _lock_holder(fd: int) -> dict:
@@ -394,8 +394,8 @@ def print_summary(results: list[dict], log_file: Path | None) -> None:
         c = ops.compute(lake)
         console.print(f"互联互通率 (connectivity rate): {c.rate:.1%} — {c.on_time_departments} of "
                       f"{c.registered_departments} departments on time (details: govlake status)")
-        if (lake.catalog_root / "dashboard.html").exists():
-            console.print(f"dashboard: {lake.catalog_root / 'dashboard.html'}")
+        if lake.dashboard_page.exists():
+            console.print(f"dashboard: {lake.dashboard_page}")
     console.print(f"raw Parquet: {lake.raw_root}")
     console.print(f"quarantine:  {lake.quarantine_root}")
     if log_file:
@@ -438,9 +438,9 @@ def _print_transform(console, tr: dict, lake) -> None:
     bad = {t: s for t, s in tr["tasks"].items() if s not in ("success", "skipped")}
     if bad:
         console.print(f"[red]transform_shared did not finish: {bad}[/red]")
-    if (lake.catalog_root / "index.html").exists():
-        console.print(f"catalog (共享目录): {lake.catalog_root / 'index.html'}")
-    docs = lake.catalog_root / "dbt_docs.html"
+    if lake.catalog_index.exists():
+        console.print(f"catalog (共享目录): {lake.catalog_index}")
+    docs = lake.dbt_docs_page
     if docs.exists():
         console.print(f"dbt docs: {docs}")
 

@@ -127,6 +127,96 @@ class Lake:
     def candidate(self, run_id: str) -> Path:
         return self.candidate_root / run_id
 
+    def quarantine_rows_run(self, run_id: str) -> Path:
+        """Rows the standards rejected in one transform run (``quarantine_rows.parquet`` inside)."""
+        return self.quarantine_rows_root / f"run_id={run_id}"
+
+    # ---- operational files under _meta/ ----------------------------------------------------
+    @property
+    def gate_history(self) -> Path:
+        """One JSON line per gate verdict (govlake.ops.gate_history)."""
+        return self.meta_root / "gate_history.jsonl"
+
+    @property
+    def alerts_log(self) -> Path:
+        return self.meta_root / "alerts.jsonl"
+
+    @property
+    def alerts_db(self) -> Path:
+        return self.meta_root / "alerts.sqlite"
+
+    @property
+    def witness_root(self) -> Path:
+        """Local witness copies of the audit checkpoints (govlake.audit)."""
+        return self.meta_root / "witness"
+
+    @property
+    def service_root(self) -> Path:
+        """The sharing service's state (client registry, token keys, access records)."""
+        return self.meta_root / "service"
+
+    @property
+    def person_accesses_db(self) -> Path:
+        """Per-person access records (govlake.sharing.accesses)."""
+        return self.service_root / "accesses.sqlite"
+
+    @property
+    def dbt_work(self) -> Path:
+        """dbt's working copy of the project (target/, logs/) for this lake."""
+        return self.meta_root / "dbt"
+
+    @property
+    def dbt_target(self) -> Path:
+        return self.dbt_work / "target"
+
+    def extract_tmp(self, dataset_id: str, batch_id: str) -> Path:
+        """A non-UTF-8 delivery decoded once into this UTF-8 copy while it is extracted."""
+        return self.meta_root / "extract_tmp" / f"{dataset_id}.{batch_id}.utf8"
+
+    @property
+    def run_lock(self) -> Path:
+        return self.locks_root / "run.lock"
+
+    def publish_lock(self, product: str) -> Path:
+        return self.locks_root / f"publish-{product}.lock"
+
+    def rendition_lock(self, product: str, version: int, rid: str) -> Path:
+        return self.locks_root / f"rendition-{product}-v{version}-{rid}.lock"
+
+    # ---- audit log ---------------------------------------------------------------------------
+    @property
+    def audit_log(self) -> Path:
+        return self.audit_root / "audit.jsonl"
+
+    @property
+    def audit_head(self) -> Path:
+        return self.audit_root / "head.json"
+
+    @property
+    def audit_lock(self) -> Path:
+        return self.audit_root / ".lock"
+
+    @property
+    def audit_checkpoints(self) -> Path:
+        return self.audit_root / "checkpoints.jsonl"
+
+    # ---- the catalog site --------------------------------------------------------------------
+    @property
+    def catalog_index(self) -> Path:
+        return self.catalog_root / "index.html"
+
+    @property
+    def catalog_json(self) -> Path:
+        return self.catalog_root / "catalog.json"
+
+    @property
+    def dashboard_page(self) -> Path:
+        return self.catalog_root / "dashboard.html"
+
+    @property
+    def dbt_docs_page(self) -> Path:
+        return self.catalog_root / "dbt_docs.html"
+
     # ---- published versions ------------------------------------------------------------
     def product_dir(self, product: str) -> Path:
         return self.published_root / product

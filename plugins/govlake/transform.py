@@ -84,7 +84,7 @@ def build_standardized(lake: Lake, run_id: str, *, full_refresh: bool = False) -
     run = run_dbt(args, lake=lake, build_dir=build_dir, select=STANDARDIZED_SELECT)
     q = build_dir / "standardized" / "quarantine_rows.parquet"
     if q.exists():  # the quarantine zone keeps every run's rejected rows
-        dest = lake.quarantine_rows_root / f"run_id={run_id}"
+        dest = lake.quarantine_rows_run(run_id)
         dest.mkdir(parents=True, exist_ok=True)
         shutil.copy2(q, dest / "quarantine_rows.parquet")
     return {"seconds": round(run.seconds, 2), "build_dir": str(build_dir), "counts": feed_counts(lake, run_id)}
@@ -244,7 +244,7 @@ def live_inputs(lake: Lake) -> list[dict]:
 
 def product_sources(lake: Lake) -> dict[str, set[str]]:
     """dept.dataset each shared model reads, from dbt's manifest (transitively)."""
-    manifest = lake.meta_root / "dbt" / "target" / "manifest.json"
+    manifest = lake.dbt_target / "manifest.json"
     if not manifest.exists():
         return {}
     m = json.loads(manifest.read_text(encoding="utf-8"))
@@ -396,8 +396,8 @@ def build_docs(lake: Lake, run_id: str) -> str:
     folder: ``<lake>/catalog/dbt_docs.html`` (``dbt docs generate --static``, works offline)."""
 
     run_dbt(["docs", "generate", "--static"], lake=lake, build_dir=lake.candidate(run_id))
-    src = lake.meta_root / "dbt" / "target" / "static_index.html"
-    dest = lake.catalog_root / "dbt_docs.html"
+    src = lake.dbt_target / "static_index.html"
+    dest = lake.dbt_docs_page
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(src, dest)
     return str(dest)

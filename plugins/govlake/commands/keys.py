@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -82,7 +81,7 @@ def _check(args: argparse.Namespace) -> int:
 
     lake = Lake(config.lake_root())
     bad = n = 0
-    for f in sorted(Path(lake.root, "published").rglob("*.parquet")):
+    for f in sorted(lake.published_root.rglob("*.parquet")):
         try:
             if not crypto.is_encrypted(f):
                 continue

@@ -17,7 +17,7 @@ from govlake.storage import Lake
 
 
 def gate_history_path(lake: Lake) -> Path:
-    return lake.meta_root / "gate_history.jsonl"
+    return lake.gate_history
 
 
 @dataclass

@@ -43,7 +43,7 @@ CREATE TABLE IF NOT EXISTS person_requests (
 
 
 def store_path(lake: Lake) -> Path:
-    return lake.meta_root / "service" / "accesses.sqlite"
+    return lake.person_accesses_db
 
 
 def digest(token: str) -> bytes:

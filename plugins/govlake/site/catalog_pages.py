@@ -28,9 +28,8 @@ def build(lake: Lake | None = None, dbt_dir: Path | None = None) -> Path:
     """Write catalog.json and index.html under ``lake.catalog_root``; returns index.html."""
     lake = lake or Lake.default()
     data = collect(lake, dbt_dir)
-    root = lake.catalog_root
-    root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(root / "catalog.json", json.dumps(data, ensure_ascii=False, indent=2, default=str))
-    index = root / "index.html"
+    lake.catalog_root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(lake.catalog_json, json.dumps(data, ensure_ascii=False, indent=2, default=str))
+    index = lake.catalog_index
     atomic_write_text(index, render_html(data))
     return index

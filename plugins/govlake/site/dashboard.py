@@ -164,6 +164,6 @@ def build(lake: Lake | None = None, now: dt.datetime | str | None = None, **comp
     ``quarantine_runs_n``, …)."""
     lake = lake or Lake.default()
     data = collect(lake, now, **compute_kwargs)
-    out = lake.catalog_root / PAGE
+    out = lake.dashboard_page
     atomic_write_text(out, render_html(data))
     return out

@@ -47,7 +47,7 @@ class Settings:
     @property
     def state_dir(self) -> Path:
         """The service's private state (client registry): 0700."""
-        return self.lake.meta_root / "service"
+        return self.lake.service_root
 
     @property
     def registry_path(self) -> Path:
