@@ -13,7 +13,6 @@ import unicodedata
 from decimal import ROUND_HALF_UP, Decimal
 
 # ---- GB 11643 resident ID number -------------------------------------------------------
-ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 ID_CHECK = "10X98765432"
 
 
@@ -75,7 +74,6 @@ PROVINCES = frozenset("11 12 13 14 15 21 22 23 31 32 33 34 35 36 37 41 42 43 44 
                       "53 54 61 62 63 64 65 71 81 82".split())
 _ID18 = re.compile(r"^\d{17}[\dX]$")
 _ID15 = re.compile(r"^\d{15}$")
-_USCC = re.compile(r"^[0-9A-HJ-NPQRTUWXY]{2}\d{6}[0-9A-HJ-NPQRTUWXY]{10}$")
 
 
 def _real_date(ymd: str, today: datetime.date) -> bool:
@@ -102,22 +100,6 @@ def spec_id_reason(raw: str, today: datetime.date | None = None) -> str | None:
         return "id_number.province"
     if id_check_char(s[:17]) != s[17]:
         return "id_number.check_digit"
-    return None
-
-
-def standard_id(raw: str) -> str:
-    s = unicodedata.normalize("NFKC", raw).strip().replace("x", "X")
-    return upgrade15(s) if len(s) == 15 else s
-
-
-def spec_uscc_reason(raw: str) -> str | None:
-    s = unicodedata.normalize("NFKC", raw).strip().upper()
-    if not _USCC.match(s):
-        return "uscc.format"
-    if uscc_check_char(s[:17]) != s[17]:
-        return "uscc.check_char"
-    if org_check_char(s[8:16]) != s[16]:
-        return "uscc.org_code"
     return None
 
 

@@ -39,7 +39,6 @@ from govlake import audit, config, grants, products
 from govlake.storage import Lake
 
 UNCONDITIONAL = "无条件共享"
-CONDITIONAL = "有条件共享"
 NOT_SHARED = "不予共享"
 UNCONDITIONAL_DAYS = 365  # validity of an automatic grant of a 无条件共享 product
 DEFAULT_DAYS = 90

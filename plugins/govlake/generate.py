@@ -67,7 +67,6 @@ from govlake.storage import Lake
 
 CHUNK = 4096  # people per chunk (a multiple of BLOCK)
 BLOCK = 32  # spouses are paired inside blocks of this many consecutive people
-BIRTH_MIN = dt.date(1920, 1, 1).toordinal()
 BIRTH_MAX = dt.date(2025, 12, 31).toordinal()
 TIMELINE_END = dt.date(2030, 12, 31).toordinal()
 REGISTRY_START = dt.date(1990, 1, 1).toordinal()  # marriage registry digitised from here
@@ -170,12 +169,6 @@ def _pick_fault(r: random.Random, table, f: float) -> str | None:
         if u < acc:
             return name
     return None
-
-
-def _std_name(s: str) -> str:
-    for v in D.DOT_VARIANTS:
-        s = s.replace(v, D.DOT_STANDARD)
-    return s.replace(D.ZERO_WIDTH, "").strip()
 
 
 def _messy_name(r: random.Random, name: str, f: float) -> str:

@@ -133,10 +133,6 @@ def install() -> list[str]:
         return list(_patched_modules)
 
 
-def is_installed() -> bool:
-    return _installed
-
-
 def connection_string(database: str = ":memory:") -> str:
     return f"duckdb:///{database}"
 

@@ -62,7 +62,7 @@ from govlake.ledger import Delivery, Ledger
 from govlake.metadata import Dataset
 from govlake import clock
 from govlake.landing import TOP_SCOPE, LandingAnomaly, record_scan as landing_record_scan
-from govlake.storage import Lake, atomic_write_text
+from govlake.storage import Lake, atomic_write_text, sha256_file  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -115,15 +115,6 @@ class DatasetResult:
             ] + [a.problem() for a in self.anomalies],
             "landing_anomalies": len(self.anomalies),
         }
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    buf = memoryview(bytearray(1 << 20))  # one reused buffer: no allocation (page faults) per chunk
-    with open(path, "rb", buffering=0) as fh:
-        while n := fh.readinto(buf):
-            h.update(buf[:n])
-    return h.hexdigest()
 
 
 def batch_id_for(delivery_date: str, sha256: str) -> str:

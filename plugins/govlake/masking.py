@@ -89,7 +89,10 @@ def normalise_id_number(value: str) -> str:
 
 
 def normalise_phone(value: str) -> str:
-    v = re.sub(r"[\s\-()（）]", "", _nfkc(value))
+    """A mobile number as ``std_phone`` (dbt_project/macros/standards/std_phone.sql, the rule of
+    docs/standards.md §5) gives it: spaces, ``-`` and brackets ``( ) [ ]`` removed, then a leading
+    +86/0086/86. Used only to mask values on the Python side; tests compare it with the macro."""
+    v = re.sub(r"[\s\-()（）\[\]]", "", _nfkc(value))
     for prefix in ("+86", "0086", "86"):
         if v.startswith(prefix) and len(v) - len(prefix) == 11:
             return v[len(prefix):]
@@ -188,8 +191,6 @@ MASKERS: dict[str, Callable[[str, bool], str]] = {
     "uscc": mask_uscc,
 }
 
-# elements whose default treatment above clearance is a join token rather than a mask
-TOKEN_ELEMENTS = ("id_number", "legal_rep_id_number")
 
 
 def default_treatment(element: str) -> str:

@@ -17,6 +17,7 @@ Layout (see docs/adr/0002-lake-layout.md)::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -306,3 +307,13 @@ def atomic_write_text(path: Path, text: str) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of a file, read in 1 MiB chunks into one reused buffer."""
+    h = hashlib.sha256()
+    buf = memoryview(bytearray(1 << 20))  # one reused buffer: no allocation (page faults) per chunk
+    with open(path, "rb", buffering=0) as fh:
+        while n := fh.readinto(buf):
+            h.update(buf[:n])
+    return h.hexdigest()

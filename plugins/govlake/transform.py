@@ -29,8 +29,8 @@ from govlake.dbt import output_path, run_dbt
 from govlake.gate import GateFailed
 from govlake.ledger import Ledger
 from govlake.ops.gate_history import record_gate_result
-from govlake.publish import PublishError, sha256_file
-from govlake.storage import Lake
+from govlake.publish import PublishError
+from govlake.storage import Lake, sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ import duckdb
 import pytest
 
 from govlake import audit, config, generate, metadata, runner, transform
-from govlake.publish import sha256_file
+from govlake.storage import sha256_file
 from govlake.sharing import crypto
 from govlake.storage import Lake
 from lake_support import use_lake_root

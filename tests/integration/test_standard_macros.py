@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from stdnum.cn import ric, uscc
 
 from govlake import config, metadata
-from govlake.dbt_sql import MacroProject
+from dbt_sql import MacroProject
 
 pytestmark = pytest.mark.integration
 
@@ -583,6 +583,21 @@ def test_std_date_is_total(run, values):
 ])
 def test_phone_spec_examples(run, value, expected):
     assert run([value], "phone_std", "phone_err") == [(expected, None if expected else "phone.format")]
+
+
+@pytest.mark.parametrize("value", [
+    "+86 138 1234 5678", "138-1234-5678", "008613812345678", "(+86)138-1234-5678", "[+86]138 1234 5678",
+    "（+86）138-1234-5678", "１３８１２３４５６７８", "＋８６　１３８１２３４５６７８", " 13812345678 ", "86-138-1234-5678",
+    "[0086] 159-0000-1111",
+])
+def test_python_phone_normalisation_agrees_with_std_phone(run, value):
+    """The rule is std_phone.sql (docs/standards.md §5); masking.normalise_phone, which masks values
+    on the Python side, must give the same 11 digits for every valid mobile number."""
+    from govlake import masking
+
+    [(std, err)] = run([value], "phone_std", "phone_err")
+    assert err is None and std is not None, value
+    assert masking.normalise_phone(value) == std, value
 
 
 def phone(rnd):

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from ops_support import all_on_time, deliver, qrow, write_quarantine
 
-from govlake import cli, metadata, ops
+from govlake import cli, gate, metadata, ops
 from govlake.ledger import Ledger
 
 UTC = dt.timezone.utc
@@ -301,7 +301,7 @@ def test_connectivity_table_and_parquet_round_trip(lake, tmp_path):
     assert rows["public_security"]["dept_on_time"] is True
     assert json.loads(rows["public_security"]["quarantined_by_rule"]) == {}
     # the reviewed suite names exactly the table's columns
-    suite = json.loads(ops.suite_path().read_text(encoding="utf-8"))
+    suite = json.loads(gate.suite_path("shared", ops.PRODUCT).read_text(encoding="utf-8"))
     colset = next(e for e in suite["expectations"] if e["type"] == "expect_table_columns_to_match_set")
     assert colset["kwargs"]["column_set"] == t.column_names
 

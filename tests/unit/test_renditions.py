@@ -367,7 +367,7 @@ def pub_env(tmp_path, lake, monkeypatch):
 
 
 def test_publish_builds_listed_immutable_renditions_that_ensure_reuses(pub_env):
-    from govlake.publish import sha256_file
+    from govlake.storage import sha256_file
 
     lake = pub_env
     rows = S.people(300)

@@ -26,7 +26,7 @@ from __future__ import annotations
 from govlake.clock import NOW_ENV, UTC, _iso, now, parse_ts, utcnow
 from govlake.ops.freshness import (DEFAULT_GATE_RUNS, STATE_LABELS, STATES, Connectivity, DeptStatus, FeedStatus,
                                    _one_line, compute, freshness_reference)
-from govlake.ops.gate_history import (GateRecord, dataset_of_model, gate_history, gate_history_path, latest_gates,
+from govlake.ops.gate_history import (GateRecord, gate_history, gate_history_path, latest_gates,
                                       record_gate_result, record_gate_results, staging_model)
 from govlake.landing import LandingAnomaly, landing_anomalies
 from govlake.ops.lineage import DESCRIBES_FEEDS, PRODUCT, Publish, product_lineage, publishes
@@ -34,7 +34,7 @@ from govlake.ops.quarantine import (DEFAULT_QUARANTINE_RUNS, QUARANTINE_FILE, Ba
                                     batch_quarantine, quarantine_history, quarantine_runs)
 from govlake.ops.tasks import (CONNECTIVITY_SCHEMA, PARQUET_NAME, build_connectivity_parquet, build_connectivity_task,
                                candidate_path, connectivity_inputs, connectivity_table, now_from_context,
-                               publish_connectivity_task, suite_path)
+                               publish_connectivity_task)
 from govlake.storage import Lake
 
 __all__ = [
@@ -42,8 +42,8 @@ __all__ = [
     "PARQUET_NAME", "PRODUCT", "QUARANTINE_FILE", "STATES", "STATE_LABELS", "UTC", "BatchQuarantine",
     "Connectivity", "DeptStatus", "FeedStatus", "GateRecord", "Lake", "LandingAnomaly", "Publish", "QuarantineRun",
     "batch_quarantine", "build_connectivity_parquet", "build_connectivity_task", "candidate_path",
-    "compute", "connectivity_inputs", "connectivity_table", "dataset_of_model", "freshness_reference",
+    "compute", "connectivity_inputs", "connectivity_table", "freshness_reference",
     "gate_history", "gate_history_path", "landing_anomalies", "latest_gates", "now", "now_from_context", "parse_ts",
     "product_lineage", "publish_connectivity_task", "publishes", "quarantine_history", "quarantine_runs",
-    "record_gate_result", "record_gate_results", "staging_model", "suite_path", "utcnow",
+    "record_gate_result", "record_gate_results", "staging_model", "utcnow",
 ]

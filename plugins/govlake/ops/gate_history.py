@@ -114,11 +114,3 @@ def latest_gates(records: Iterable[GateRecord]) -> dict[tuple[str, str], GateRec
 
 def staging_model(ds: metadata.Dataset) -> str:
     return f"stg_{ds.dept}__{ds.name}"
-
-
-def dataset_of_model(model: str, datasets: Iterable[metadata.Dataset]) -> metadata.Dataset | None:
-    """The feed a per-dataset model (``stg_/chk_/int_<dept>__<dataset>``) is built from, if any."""
-    for ds in datasets:
-        if model.endswith(f"_{ds.dept}__{ds.name}"):
-            return ds
-    return None

@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from govlake import audit, config, gate, publish
+from govlake import audit, gate, publish
 from govlake.ledger import Delivery, Ledger
 from govlake.clock import _iso, now as clock_now, parse_ts
 from govlake.ops.freshness import compute
@@ -105,10 +105,6 @@ def build_connectivity_parquet(lake: Lake, out_path: Path | str, now: dt.datetim
 def candidate_path(lake: Lake, run_id: str) -> Path:
     """Where the ops DAG writes the candidate: ``candidate/<run_id>/department_connectivity.parquet``."""
     return lake.candidate(run_id) / PARQUET_NAME
-
-
-def suite_path() -> Path:
-    return config.expectations_dir() / "shared" / f"{PRODUCT}.json"
 
 
 # ---- the ops_monitor DAG's task bodies ---------------------------------------------------------

@@ -188,7 +188,7 @@ def _keep(v: str, head: int, tail: int) -> str:
 
 def _phone(b: Steps, v: str) -> str:
     ws = _tables()["space"]
-    p = b.let(f"regexp_replace({_nfkc(b, v)}, {lit('[' + ws + '()（）-]')}, '', 'g')")
+    p = b.let(f"regexp_replace({_nfkc(b, v)}, {lit('[][' + ws + '()（）-]')}, '', 'g')")
     return b.let(
         f"CASE WHEN starts_with({p}, '+86') AND length({p}) = 14 THEN substring({p}, 4) "
         f"WHEN starts_with({p}, '0086') AND length({p}) = 15 THEN substring({p}, 5) "

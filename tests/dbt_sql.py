@@ -1,8 +1,8 @@
 """Compile dbt SQL (the standardization macros) to plain DuckDB SQL, in-process.
 
-Used by tests and by anyone who wants to see or reuse what a macro expands to::
+Test support (tests/integration/test_standard_macros.py), not part of the runtime package::
 
-    from govlake.dbt_sql import MacroProject
+    from dbt_sql import MacroProject
     with MacroProject() as p:                      # temp dbt project: macros/standards + seeds
         sql = p.compile_inline("select {{ gb11643_id_number('v') }} as std from t")
         p.seed()                                   # dbt seed: load the code tables
@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from govlake import config
+from govlake.dbt import DbtError
 
 _PROJECT_YML = """\
 name: govlake_macros
@@ -44,12 +45,8 @@ govlake_macros:
 """
 
 
-class DbtError(RuntimeError):
-    pass
-
-
-def run_dbt(args: list[str]):
-    """Run one dbt command in-process; raise DbtError (with dbt's message) if it fails."""
+def _invoke(args: list[str]):
+    """Run one dbt command in-process; raise govlake.dbt.DbtError (with dbt's message) if it fails."""
     from dbt.cli.main import dbtRunner
 
     res = dbtRunner().invoke(args)
@@ -95,10 +92,10 @@ class MacroProject:
 
     def compile_inline(self, sql: str) -> str:
         """The SQL that dbt renders for ``sql`` (Jinja with the project's macros)."""
-        res = run_dbt(["--log-level", "none", "compile", "--inline", sql, *self._common()])
+        res = _invoke(["--log-level", "none", "compile", "--inline", sql, *self._common()])
         return res.results[0].node.compiled_code
 
     def seed(self) -> list[str]:
         """``dbt seed --full-refresh``; returns the loaded seed names."""
-        res = run_dbt(["--quiet", "seed", "--full-refresh", *self._common()])
+        res = _invoke(["--quiet", "seed", "--full-refresh", *self._common()])
         return [r.node.name for r in res.results]
