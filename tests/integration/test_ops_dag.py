@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 from ops_support import all_on_time, deliver
 
-from govlake import alerts, dashboard, metadata, ops, runner
+from govlake import alerts, metadata, ops, runner
+from govlake.site import dashboard
 
 pytestmark = pytest.mark.integration
 UTC = dt.timezone.utc
