@@ -461,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     src = args.source.resolve() if args.source else out / "source"
     if not args.source:
         os.environ["GOVLAKE_LAKE_ROOT"] = str(src)
-        from govlake import generate
+        from govlake_synth import generate
         from govlake.storage import Lake
 
         print(f"generating {args.people:,} people into {src} (not timed) ...", flush=True)

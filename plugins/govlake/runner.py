@@ -466,7 +466,7 @@ def cli_run(args) -> int:
 
 
 def cli_demo(args) -> int:
-    from govlake import generate
+    from govlake_synth import generate
     from govlake.storage import Lake
 
     lake = Lake.default().ensure()

@@ -18,7 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from govlake import audit, catalog, config, generate, ingest, metadata, products, query, transform
+from govlake import audit, catalog, config, ingest, metadata, products, query, transform
+from govlake_synth import generate
 from govlake.storage import Lake
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,8 @@ import json
 import duckdb
 import pytest
 
-from govlake import generate, metadata, runner
+from govlake import metadata, runner
+from govlake_synth import generate
 from govlake.ledger import Ledger
 from lake_support import use_lake_root
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from govlake import generate, ingest, metadata
+from govlake import ingest, metadata
+from govlake_synth import generate
 from govlake.dbt import output_path, run_dbt
 from govlake.storage import Lake
 

@@ -24,7 +24,8 @@ import duckdb
 import pytest
 from stdnum.cn import ric
 
-from govlake import generate, ingest, metadata, transform
+from govlake import ingest, metadata, transform
+from govlake_synth import generate
 from govlake.dbt import output_path
 from govlake.storage import Lake
 

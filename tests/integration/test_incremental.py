@@ -38,7 +38,8 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from govlake import generate, ingest, metadata, transform
+from govlake import ingest, metadata, transform
+from govlake_synth import generate
 from govlake.sharing import crypto
 from govlake.storage import Lake
 

@@ -14,7 +14,8 @@ import json
 import duckdb
 import pytest
 
-from govlake import audit, generate, metadata, runner, transform
+from govlake import audit, metadata, runner, transform
+from govlake_synth import generate
 from govlake.sharing import crypto
 from lake_support import use_lake_root
 

@@ -31,7 +31,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from govlake import audit, config, generate, metadata, runner, transform
+from govlake import audit, config, metadata, runner, transform
+from govlake_synth import generate
 from govlake.storage import sha256_file
 from govlake.sharing import crypto
 from govlake.storage import Lake

@@ -101,7 +101,8 @@ def run(tmp_path_factory):
                             capture_output=True, text=True, timeout=300)
         assert sc.returncode == 0, sc.stderr
         # 3. deliveries and the pipeline (as test_department_resources)
-        from govlake import generate, ingest, synth, transform
+        from govlake import ingest, transform
+        from govlake_synth import generate, synth
         from govlake.storage import Lake
         lk = Lake(lake_root).ensure()
         generate.generate(lk, people=150, date=DATE, seed=5, progress=False)

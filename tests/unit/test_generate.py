@@ -16,7 +16,8 @@ import pytest
 from stdnum.cn import ric
 from stdnum.cn import uscc as stdnum_uscc
 
-from govlake import generate, metadata
+from govlake import metadata
+from govlake_synth import generate
 from govlake.storage import Lake
 
 DATE = "2026-11-24"
@@ -432,7 +433,7 @@ def test_cli_generate(tmp_path, monkeypatch):
 _RSS = """
 import resource, sys
 from pathlib import Path
-from govlake import generate
+from govlake_synth import generate
 from govlake.storage import Lake
 generate.generate(Lake(Path(sys.argv[2])), int(sys.argv[1]), "2026-11-24", progress=False)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from govlake import generate, ingest, metadata
+from govlake import ingest, metadata
+from govlake_synth import generate
 from govlake.ledger import RACY_NS, Ledger
 from lake_support import use_lake_root
 

@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _generate(args):
-    from govlake import generate
+    from govlake_synth import generate
 
     generate.cli(args)
     return 0

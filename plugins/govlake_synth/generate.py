@@ -61,8 +61,8 @@ from pathlib import Path
 import numpy as np
 
 from govlake import metadata
-from govlake import _gen_codes as codes
-from govlake import _gen_data as D
+from govlake_synth import codes
+from govlake_synth import data as D
 from govlake.storage import Lake
 
 CHUNK = 4096  # people per chunk (a multiple of BLOCK)

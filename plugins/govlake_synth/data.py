@@ -12,7 +12,7 @@ from faker.providers.address.zh_CN import Provider as _Addr
 from faker.providers.company.zh_CN import Provider as _Company
 from faker.providers.person.zh_CN import Provider as _Person
 
-from govlake._gen_divisions import DIVISIONS
+from govlake_synth.divisions import DIVISIONS
 
 # ---- names ---------------------------------------------------------------------------
 SURNAMES = list(_Person.last_names.keys())
