@@ -69,7 +69,7 @@ class Publication(int):
 def product_lock(lake: Lake, product: str, timeout: float = 600.0) -> Iterator[Path]:
     """Exclusive per-product publish lock (``flock`` on ``_meta/locks/publish-<product>.lock``)."""
     lake.locks_root.mkdir(parents=True, exist_ok=True)
-    path = lake.locks_root / f"publish-{product}.lock"
+    path = lake.publish_lock(product)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         deadline = time.monotonic() + timeout

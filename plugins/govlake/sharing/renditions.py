@@ -613,7 +613,7 @@ def ensure(lake, product: str, version: int, plan: Sequence[ColumnPlan], interna
     if path.is_file():
         return path
     src = data_file(lake, product, version)
-    with _lock(lake.locks_root / f"rendition-{product}-v{version}-{rid}.lock", lock_timeout):
+    with _lock(lake.rendition_lock(product, version, rid), lock_timeout):
         if path.is_file():
             return path
         rdir = path.parent
