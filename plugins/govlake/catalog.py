@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 
 from govlake import audit, metadata, products
+from govlake.clock import parse_ts
 from govlake.storage import Lake
 
 SHARING_WAY = "受控查询接口 (govlake query：按角色授权、超出授权等级的信息项脱敏或令牌化、全程审计)"
@@ -29,13 +30,11 @@ CYCLE_CN = {"hourly": "每小时", "daily": "每日", "weekly": "每周", "month
 
 
 def _parse_ts(value) -> dt.datetime | None:
-    if not value:
-        return None
+    """A manifest's timestamp as ``clock.parse_ts`` reads it; None when absent or not ISO."""
     try:
-        t = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        return parse_ts(value or None)
     except ValueError:
         return None
-    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
 
 
 def _find_docs(gate) -> str | None:
