@@ -105,9 +105,8 @@ def _child_govlake(lake_root: Path, out: Path, incremental: bool) -> dict:
         before = _current_product_sha(lake)
         stages += full_run("no change", QUIET_DATE)
         after = _current_product_sha(lake)
-        # nothing new came in: every product is republished (a new version) with the same bytes
-        stages[-1]["same_bytes_as_previous_day"] = all(
-            after[p][0] == before[p][0] + 1 and after[p][1] == before[p][1] for p in before)
+        # nothing new came in: no product gets a new version (publication_unchanged in the audit)
+        stages[-1]["same_bytes_as_previous_day"] = all(after[p] == before[p] for p in before)
     return {"stages": stages}
 
 
@@ -426,7 +425,7 @@ def compute_ratios(res: dict) -> dict:
         q = by["no change: total"]
         r["day with nothing delivered / full build"] = (
             f"{100 * q['wall_s'] / total:.1f} %  ({q['wall_s']:.1f} s wall, {q['cpu_s']:.1f} s CPU: the part of "
-            f"a day's cost that does not depend on the change; products republished with the same bytes: "
+            f"a day's cost that does not depend on the change; every product unchanged, no new version: "
             f"{'yes' if q.get('same_bytes_as_previous_day') else 'NO'})")
     if have_full and "stages" in runs.get("airflow", {}):
         af = runs["airflow"]["stages"][0]["wall_s"]

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from govlake.transform import shared_products
+
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,13 +47,15 @@ def test_benchmark_smoke(tmp_path):
     # the next day processed only the change set (about 1 %), and published
     inc = stages["incremental: extract"]["rows"]
     assert 0 < inc < stages["full: extract"]["rows"] / 10
-    assert len(stages["incremental: publish"]["published"]) == 3
-    # a day with nothing delivered goes through every stage, extracts nothing and republishes
-    # every product with the same bytes
+    n_products = len(shared_products())  # the 3 integrated products and the 6 department resources
+    assert len(stages["incremental: publish"]["published"]) == n_products
+    # a day with nothing delivered goes through every stage, extracts nothing and publishes no
+    # new version of any product (each reported unchanged)
     assert stages["no change: extract"]["rows"] == 0
-    assert len(stages["no change: publish"]["published"]) == 3
+    assert len(stages["no change: publish"]["published"]) == n_products
     assert stages["no change: total"]["same_bytes_as_previous_day"] is True
-    assert "products republished with the same bytes: yes" in res["ratios"]["day with nothing delivered / full build"]
+    assert all(p.get("unchanged") for p in stages["no change: publish"]["published"])
+    assert "every product unchanged, no new version: yes" in res["ratios"]["day with nothing delivered / full build"]
     for key in ("floor ratio (govlake end-to-end / floor)", "pandas / govlake (household standardization)",
                 "gates / transform", "incremental next-day / full build"):
         assert key in res["ratios"], key
