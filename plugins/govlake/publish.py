@@ -20,20 +20,17 @@ caller hands to the audit log.
 from __future__ import annotations
 
 import datetime as dt
-import errno
-import fcntl
 import hashlib
 import json
 import logging
 import os
 import shutil
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 from govlake.gate import GateFailed, GateResult, validate
-from govlake.storage import Lake, fsync_dir
+from govlake.storage import Lake, LockTimeout, exclusive_lock, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -68,30 +65,12 @@ class Publication(int):
 @contextmanager
 def product_lock(lake: Lake, product: str, timeout: float = 600.0) -> Iterator[Path]:
     """Exclusive per-product publish lock (``flock`` on ``_meta/locks/publish-<product>.lock``)."""
-    lake.locks_root.mkdir(parents=True, exist_ok=True)
     path = lake.publish_lock(product)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as e:
-                if e.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                if time.monotonic() > deadline:
-                    raise PublishError(f"could not lock {path} within {timeout:.0f}s: "
-                                       f"another publisher of {product} is running") from e
-                time.sleep(0.05)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        yield path
-    finally:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
+        with exclusive_lock(path, timeout, holder_note=True):
+            yield path
+    except LockTimeout as e:
+        raise PublishError(f"{e}: another publisher of {product} is running") from e
 
 
 # ---- helpers ------------------------------------------------------------------------------------

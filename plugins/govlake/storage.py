@@ -19,10 +19,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import errno
+import fcntl
+import time
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from govlake import config
 
@@ -317,3 +322,37 @@ def sha256_file(path: Path) -> str:
         while n := fh.readinto(buf):
             h.update(buf[:n])
     return h.hexdigest()
+
+
+class LockTimeout(RuntimeError):
+    """An exclusive file lock could not be taken in time."""
+
+
+@contextmanager
+def exclusive_lock(path: Path, timeout: float, holder_note: bool = False) -> Iterator[int]:
+    """Exclusive ``flock`` on ``path`` (created if missing), waiting up to ``timeout`` seconds;
+    raises :class:`LockTimeout`. With ``holder_note`` the file records the holder's pid. The
+    kernel releases the lock when the process dies, so a kill leaves no stale lock."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if time.monotonic() > deadline:
+                    raise LockTimeout(f"could not lock {path} within {timeout:.0f}s") from e
+                time.sleep(0.05)
+        if holder_note:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        yield fd
+    finally:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)

@@ -41,8 +41,6 @@ keyring's newest key; DuckDB computes it, pyarrow writes it): docs/adr/0014-encr
 from __future__ import annotations
 
 import datetime as dt
-import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -567,26 +565,13 @@ def build(src_parquet: Path, dest_parquet: Path, plan: Sequence[ColumnPlan], int
 # ---- on demand --------------------------------------------------------------------------------
 @contextmanager
 def _lock(path: Path, timeout: float) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    from govlake.storage import LockTimeout, exclusive_lock
+
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as e:
-                if e.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                if time.monotonic() > deadline:
-                    raise RenditionError(f"could not lock {path} within {timeout:.0f}s") from e
-                time.sleep(0.05)
-        yield
-    finally:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
+        with exclusive_lock(path, timeout):
+            yield
+    except LockTimeout as e:
+        raise RenditionError(str(e)) from e
 
 
 def data_file(lake, product: str, version: int) -> Path:
