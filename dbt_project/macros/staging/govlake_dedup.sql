@@ -64,7 +64,22 @@ with live as (
     where len(s._errors) = 0
       and {{ glx_keys_filter(mode, kexprs, kcols) }}
 ),
-{%- if delivery == 'snapshot' %}
+{{ glx_current_rows(chk, superseded, dept, dataset, delivery) }}
+{%- if key %},
+{{ glx_repeated_keys(key) }}
+{{ glx_last_delivered_per_key(key) }}
+{%- else %}
+select * from current_rows
+{%- endif %}
+  {%- endif -%}
+{% endmacro %}
+
+{#- The current rows of a feed (over the CTE ``live``): a snapshot feed keeps its latest full
+    delivery date (over every raw row of chk_, so an all-quarantined delivery still replaces the
+    previous snapshot) plus change files delivered on or after it; an incremental feed keeps
+    every live batch. Used by govlake_dedup and govlake_resource: one rule. -#}
+{% macro glx_current_rows(chk, superseded, dept, dataset, delivery) -%}
+{%- if delivery == 'snapshot' -%}
 latest_date as (
     select max(c._delivery_date) as d
     from {{ chk }} as c
@@ -78,19 +93,26 @@ current_rows as (
     where (live._delivery_date = latest_date.d and not {{ glx_is_change_file('live._source_file') }})
        or (live._delivery_date >= latest_date.d and {{ glx_is_change_file('live._source_file') }})
 )
-{%- else %}
+{%- else -%}
 current_rows as (
     select * from live
 )
-{%- endif %}
-{%- if key %}
-{%- set qkey = glx_quoted(key) %}
-{%- set same_key = [] %}{% for k in qkey %}{% do same_key.append('c.' ~ k ~ ' is not distinct from d.' ~ k) %}{% endfor %},
+{%- endif -%}
+{%- endmacro %}
+
+{#- Keys with more than one current row (few): only their rows need the ranking window; a key
+    delivered once is its own latest row (a hash aggregate on the key, not a sort of all rows). -#}
+{% macro glx_repeated_keys(key) -%}
 repeated_keys as (
-    -- keys with more than one current row (few): only their rows need the ranking window; a key
-    -- delivered once is its own latest row (a hash aggregate on the key instead of a sort of all rows)
-    select {{ qkey | join(', ') }} from current_rows group by all having count(*) > 1
+    select {{ glx_quoted(key) | join(', ') }} from current_rows group by all having count(*) > 1
 )
+{%- endmacro %}
+
+{#- One row per key, the last delivered winning (latest delivery date, a change file above the
+    snapshot of the same date, then batch id, source file and row number, all descending). -#}
+{% macro glx_last_delivered_per_key(key) -%}
+{%- set qkey = glx_quoted(key) -%}
+{%- set same_key = [] -%}{%- for k in qkey -%}{%- do same_key.append('c.' ~ k ~ ' is not distinct from d.' ~ k) -%}{%- endfor -%}
 select c.* from current_rows as c anti join repeated_keys as d on {{ same_key | join(' and ') }}
 union all
 select c.* from current_rows as c semi join repeated_keys as d on {{ same_key | join(' and ') }}
@@ -99,8 +121,4 @@ qualify row_number() over (
     order by _delivery_date desc, {{ glx_is_change_file('_source_file') }} desc,
              _batch_id desc, _source_file desc, _row_number desc
 ) = 1
-{%- else %}
-select * from current_rows
-{%- endif %}
-  {%- endif -%}
-{% endmacro %}
+{%- endmacro %}

@@ -57,40 +57,11 @@ with live as (
        and x.batch_id = s._batch_id
     where len(s._errors) = 0
 ),
-{%- if delivery == 'snapshot' %}
-latest_date as (
-    select max(c._delivery_date) as d
-    from {{ chk }} as c
-    anti join {{ superseded }} as x
-        on x.dept = {{ glx_sql_string(dept) }} and x.dataset = {{ glx_sql_string(dataset) }}
-       and x.batch_id = c._batch_id
-    where not {{ glx_is_change_file('c._source_file') }}
-),
-current_rows as (
-    select live.* from live, latest_date
-    where (live._delivery_date = latest_date.d and not {{ glx_is_change_file('live._source_file') }})
-       or (live._delivery_date >= latest_date.d and {{ glx_is_change_file('live._source_file') }})
-),
-{%- else %}
-current_rows as (
-    select * from live
-),
-{%- endif %}
+{{ glx_current_rows(chk, superseded, dept, dataset, delivery) }},
 {%- if key %}
-{%- set qkey = glx_quoted(key) %}
-{%- set same_key = [] %}{% for k in qkey %}{% do same_key.append('c.' ~ k ~ ' is not distinct from d.' ~ k) %}{% endfor %}
-repeated_keys as (
-    select {{ qkey | join(', ') }} from current_rows group by all having count(*) > 1
-),
+{{ glx_repeated_keys(key) }},
 resource_rows as (
-    select c.* from current_rows as c anti join repeated_keys as d on {{ same_key | join(' and ') }}
-    union all
-    select c.* from current_rows as c semi join repeated_keys as d on {{ same_key | join(' and ') }}
-    qualify row_number() over (
-        partition by c.{{ qkey | join(', c.') }}
-        order by _delivery_date desc, {{ glx_is_change_file('_source_file') }} desc,
-                 _batch_id desc, _source_file desc, _row_number desc
-    ) = 1
+{{ glx_last_delivered_per_key(key) }}
 )
 {%- else %}
 resource_rows as (
