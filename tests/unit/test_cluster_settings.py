@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # keys whose values are per-deployment: secrets, interpolated from .env in compose, generated here
 SECRETS = {"AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__API__SECRET_KEY"}
 URLS = {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CELERY__RESULT_BACKEND", "AIRFLOW__CELERY__BROKER_URL",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL"}
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL", "GOVLAKE_STATE_DB"}
 # compose paths under /opt/govlake -> the checkout
 PATHS = {"GOVLAKE_PROJECT_ROOT": "", "GOVLAKE_LAKE_ROOT": None, "GOVLAKE_WORK_DIR": None,
          "AIRFLOW__CORE__DAGS_FOLDER": "dags", "AIRFLOW__CORE__PLUGINS_FOLDER": "plugins",
@@ -72,7 +72,20 @@ def test_urls_point_at_the_cluster_ports(env):
     assert urlsplit(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]).port == 15432
     assert urlsplit(env["AIRFLOW__CELERY__RESULT_BACKEND"]).port == 15432
     assert urlsplit(env["AIRFLOW__CELERY__BROKER_URL"]).port == 16379
+    assert urlsplit(env["GOVLAKE_STATE_DB"]).port == 15432
     assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://127.0.0.1:18080/execution/"
+
+
+def test_the_ledger_lives_in_the_clusters_postgres(compose_env, env):
+    """Extract tasks on both workers write one ledger: a database of the cluster's Postgres, with
+    the metadata DB's user and password, not the SQLite file of the embedded default."""
+    from govlake import ledger
+
+    url = urlsplit(ledger.state_db_url(env["GOVLAKE_STATE_DB"]))
+    meta = urlsplit(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+    assert (url.scheme, url.path) == ("postgresql", f"/{cluster.STATE_DB_NAME}")
+    assert (url.username, url.password, url.port) == (meta.username, meta.password, meta.port)
+    assert urlsplit(compose_env["GOVLAKE_STATE_DB"]).path == url.path
 
 
 def test_same_folders_and_govlake_keys(compose_env, env):

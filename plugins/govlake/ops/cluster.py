@@ -3,7 +3,9 @@
 ``govlake cluster up`` starts, on loopback only and under a state folder (default
 ``.work/cluster/``):
 
-* a private Postgres cluster (``initdb`` into ``pg/``, unix socket in ``run/``), db/user ``airflow``;
+* a private Postgres cluster (``initdb`` into ``pg/``, unix socket in ``run/``), db/user ``airflow``,
+  and the ``govlake`` database (owner ``airflow``) holding the delivery ledger
+  (``GOVLAKE_STATE_DB``, see govlake.ledger) that extract tasks on both workers write;
   as root, postgres runs as the ``postgres`` OS user (``runuser``), which must be able to reach
   the state folder (every parent directory searchable);
 * Redis (``redis-server --bind 127.0.0.1``, no persistence) as the Celery broker;
@@ -45,6 +47,7 @@ AIRFLOW_PROCESSES = ["api-server", "scheduler", "dag-processor", "triggerer", "w
 WORKERS = ["worker1", "worker2"]
 QUEUE = "default"
 DB_NAME = DB_USER = "airflow"
+STATE_DB_NAME = "govlake"  # the ledger's database (GOVLAKE_STATE_DB), as in docker-compose.yml
 ADMIN_USER = "admin"
 PG_OS_USER = "postgres"
 
@@ -209,6 +212,8 @@ def cluster_env(cluster: Cluster, process: str | None = None) -> dict[str, str]:
         "AIRFLOW_HOME": str(cluster.airflow_home),
         "GOVLAKE_WORK_DIR": str(config.work_dir()),
         "GOVLAKE_TRANSFORM_RETRIES": "1",  # a transform task lost with its worker runs again on another
+        # state with concurrent writers (the delivery ledger) in Postgres, not a SQLite file
+        "GOVLAKE_STATE_DB": f"postgresql://{DB_USER}:{s['postgres_password']}@127.0.0.1:{p['postgres']}/{STATE_DB_NAME}",
         # --- executor, metadata DB, broker (as in docker-compose.yml)
         "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://{pg}",
@@ -330,15 +335,24 @@ def _start_postgres(c: Cluster, say) -> None:
         # the server log goes to a file postgres owns (runuser cannot write into root's log dir)
         _run(_as_pg_user([str(bindir / "pg_ctl"), "-D", str(c.pg_dir), "-l", str(c.pg_dir / "server.log"),
                           "-o", opts, "-w", "-t", "60", "start"]), "pg_ctl start", log)
+    psql = [str(bindir / "psql") if (bindir / "psql").exists() else "psql", "-h", str(c.run_dir),
+            "-p", str(c.ports["postgres"]), "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1"]
     if fresh:
         pw_sql = c.secrets()["postgres_password"].replace("'", "''")
         sql = (f"CREATE ROLE {DB_USER} LOGIN PASSWORD '{pw_sql}';"
                f"CREATE DATABASE {DB_NAME} OWNER {DB_USER} ENCODING 'UTF8';")
         for stmt in sql.split(";"):
             if stmt:
-                _run([str(bindir / "psql") if (bindir / "psql").exists() else "psql", "-h", str(c.run_dir),
-                      "-p", str(c.ports["postgres"]), "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1",
-                      "-c", stmt], "create airflow role/db", log)
+                _run(psql + ["-c", stmt], "create airflow role/db", log)
+    # the ledger's database, also in a state folder made before it existed
+    probe = subprocess.run(psql + ["-tAc", f"SELECT 1 FROM pg_database WHERE datname = '{STATE_DB_NAME}'"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        raise ClusterError(f"cannot list the databases of the cluster's postgres: {probe.stderr.strip()}")
+    if probe.stdout.strip() != "1":
+        say(f"create database {STATE_DB_NAME}")
+        _run(psql + ["-c", f"CREATE DATABASE {STATE_DB_NAME} OWNER {DB_USER} ENCODING 'UTF8'"],
+             f"create {STATE_DB_NAME} db", log)
 
 
 def _start_redis(c: Cluster, say) -> None:
