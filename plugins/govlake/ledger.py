@@ -203,11 +203,18 @@ class Ledger:
         if self.url is None:
             with self._conn() as c:
                 c.executescript(SCHEMA)
-        else:
+        elif not self._pg_schema_present():
             # sizes, inodes and nanosecond times overflow Postgres' 4-byte integer
             with self._transaction(lock=False) as c:
                 c.execute("select pg_advisory_xact_lock(?)", (_PG_SCHEMA_LOCK,))
                 c.executescript(SCHEMA.replace(" integer", " bigint"))
+
+    def _pg_schema_present(self) -> bool:
+        """Tables and index there already: no DDL (its locks would queue behind a writer)."""
+        with self._conn() as c:
+            row = c.execute("select to_regclass('deliveries') is not null and to_regclass('landing_hashes') "
+                            "is not null and to_regclass('deliveries_name') is not null as present").fetchone()
+        return bool(row["present"])
 
     @property
     def backend(self) -> str:
