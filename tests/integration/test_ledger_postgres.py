@@ -208,3 +208,40 @@ def test_two_processes_recording_the_same_file_leave_one_batch(pg_lake, state_db
     assert sorted(outs) == ["added", "kept"]
     rows = [e for e in Ledger(lake).all() if e.sha256 == "cd" * 32]
     assert len(rows) == 1 and rows[0].batch_id == "b-1" and rows[0].size_bytes == 5_000_000_000
+
+
+def test_the_clusters_postgres_holds_the_ledger(lake, monkeypatch):
+    """``govlake cluster up``'s Postgres step creates the ``govlake`` database (also when the
+    state folder predates it), and the ledger opens there with cluster_env()'s setting."""
+    if cluster._pg_bindir() is None:
+        pytest.skip("Postgres binaries (initdb, pg_ctl) not installed: apt-get install -y postgresql-15")
+    state = Path(tempfile.mkdtemp(prefix="govlake-cluster-pg-"))
+    os.chmod(state, 0o755)
+    c = cluster.Cluster.at(state)
+    c.assign_ports()
+    for d in (c.log_dir, c.pid_dir):  # as up() prepares them
+        d.mkdir(parents=True, exist_ok=True)
+    said: list[str] = []
+    try:
+        cluster._start_postgres(c, said.append)
+        assert "create database govlake" in said
+        url = c.env("worker1")["GOVLAKE_STATE_DB"]
+        monkeypatch.setenv("GOVLAKE_STATE_DB", url)
+        led = Ledger(lake)
+        assert led.backend == "postgres" and led.all() == []
+        led.close()
+        said.clear()
+        cluster._start_postgres(c, said.append)  # again, running: nothing to create
+        assert "create database govlake" not in said and "postgres already running" in said
+        # a state folder from before the ledger moved: its Postgres has no govlake database yet
+        from govlake.ledger import _PgConn
+
+        admin = _PgConn(url.rsplit("/", 1)[0] + "/airflow")
+        admin.execute("drop database govlake")
+        admin.close()
+        said.clear()
+        cluster._start_postgres(c, said.append)
+        assert "create database govlake" in said and Ledger(lake).all() == []
+    finally:
+        cluster.down(state, say=lambda *_: None)
+        shutil.rmtree(state, ignore_errors=True)
