@@ -15,6 +15,7 @@ See docs/adr/0003-gx-on-duckdb.md for why GX runs on DuckDB through ``govlake.gx
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import html
 import json
 import logging
@@ -91,6 +92,8 @@ class SuiteResult:
     table: str  # the candidate file that was validated
     row_count: int | None = None
     docs_page: str | None = None
+    suite_sha256: str | None = None  # the reviewed suite (and its overrides) it was run with
+    skipped: str | None = None  # set when not run: why an earlier verdict stands (see carried_result)
 
 
 @dataclass
@@ -144,6 +147,8 @@ class GateResult:
                     "row_count": r.row_count,
                     "table": r.table,
                     "docs_page": r.docs_page,
+                    "suite_sha256": r.suite_sha256,
+                    "skipped": r.skipped,
                     "failed": [asdict(f) for f in r.failed],
                 }
                 for m, r in self.suite_results.items()
@@ -200,6 +205,37 @@ def _merge_overrides(doc: dict, path: Path) -> dict:
     if not isinstance(extra, list):
         raise GateError(f"{path}: 'expectations' must be a list")
     return {**doc, "expectations": kept + extra, "overrides": str(path)}
+
+
+def suite_sha256(layer: str, model: str) -> str:
+    """SHA-256 of the reviewed suite file of ``model`` and of its overrides file, if any: a
+    verdict is only reused (``carried_result``) for the same suite."""
+    p = suite_path(layer, model)
+    if not p.is_file():
+        raise GateError(f"no reviewed suite for {layer} model {model!r}: {p} does not exist")
+    h = hashlib.sha256(p.read_bytes())
+    ov = p.parent / "overrides" / p.name
+    if ov.is_file():
+        h.update(b"\0overrides\0" + ov.read_bytes())
+    return h.hexdigest()
+
+
+def verdict_holds_later(doc: dict) -> bool:
+    """True when a passing verdict of this suite on some bytes still holds on a later day: the
+    only date-dependent input, the ``today`` parameter, is used as an upper bound (``max_value``)
+    only, which a later day loosens. A suite using a parameter in any other place (e.g. a
+    freshness lower bound) must be run again every day."""
+
+    def ok(node, key=None) -> bool:
+        if isinstance(node, dict):
+            if "$PARAMETER" in node:
+                return key == "max_value"
+            return all(ok(v, k) for k, v in node.items())
+        if isinstance(node, list):
+            return all(ok(v, key) for v in node)
+        return True
+
+    return all(ok(e.get("kwargs", {})) for e in doc["expectations"])
 
 
 def list_suites() -> dict[str, list[str]]:
@@ -340,7 +376,8 @@ def validate(lake: Lake, layer: str, tables: dict[str, Path], run_id: str, *,
             ))
         results[model] = SuiteResult(
             model=model, suite=vres.suite_name, success=bool(vres.success) and not failed,
-            evaluated=len(vres.results), failed=failed, table=str(path), row_count=row_count)
+            evaluated=len(vres.results), failed=failed, table=str(path), row_count=row_count,
+            suite_sha256=suite_sha256(layer, model))
 
     missing = set(tables) - set(results)
     if missing:
@@ -359,6 +396,29 @@ def validate(lake: Lake, layer: str, tables: dict[str, Path], run_id: str, *,
     log.info("gate %s run %s: %s in %.1fs (%d offline pages)", layer, run_id,
              "passed" if gate.success else "FAILED", gate.seconds, offline)
     return gate
+
+
+def carried_result(lake: Lake, layer: str, run_id: str, order: list[str], validated: GateResult | None,
+                   carried: dict[str, SuiteResult]) -> GateResult:
+    """One gate result for the run: the suites ``validate`` ran (``validated``, may be None when
+    every verdict is carried) plus the verdicts carried from an earlier run (``carried``, each
+    with ``skipped`` saying why), in ``order``. Writes validation.json and the summary report
+    of the run (GX Data Docs only hold the suites that ran)."""
+
+    out_dir = lake.report_dir(run_id, layer)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    both = {**(validated.suite_results if validated else {}), **carried}
+    missing = [m for m in order if m not in both]
+    if missing:
+        raise GateError(f"{layer} gate of run {run_id}: no verdict for {missing}")
+    g = GateResult(
+        layer=layer, run_id=run_id, success=all(both[m].success for m in order),
+        suite_results={m: both[m] for m in order},
+        report_path=out_dir / "report.html", docs_path=out_dir / "data_docs" / "index.html",
+        json_path=out_dir / "validation.json", seconds=validated.seconds if validated else 0.0)
+    atomic_write_text(g.json_path, json.dumps(g.summary(), ensure_ascii=False, indent=2))
+    atomic_write_text(g.report_path, render_report(g))
+    return g
 
 
 def _jsonable(v: Any) -> Any:
@@ -510,7 +570,7 @@ GX Data Docs: <a href="{{ docs_rel }}">{{ docs_rel }}</a></p>
 {% for m, r in g.suite_results.items() %}
 <tr><td>{{ m }}</td><td>{{ r.suite }}</td><td>{{ r.row_count if r.row_count is not none else '' }}</td>
 <td>{{ r.evaluated }}</td>
-<td>{% if r.success %}<span class="ok">passed</span>{% else %}<span class="bad">{{ r.failed|length }} failed</span>{% endif %}</td>
+<td>{% if r.success %}<span class="ok">passed</span>{% if r.skipped %} (not run: {{ r.skipped }}){% endif %}{% else %}<span class="bad">{{ r.failed|length }} failed</span>{% endif %}</td>
 <td>{% if r.docs_page %}<a href="{{ rel(r.docs_page) }}">details</a>{% endif %}</td></tr>
 {% endfor %}</table>
 {% for m, r in g.suite_results.items() if not r.success %}

@@ -77,11 +77,19 @@ def build_standardized(lake: Lake, run_id: str, *, full_refresh: bool = False) -
     a change to the standards macros, the value maps or the source metadata)."""
 
     build_dir = lake.candidate(run_id)
+    if not full_refresh:
+        reason = standardized_up_to_date(lake)
+        if reason:  # nothing to standardize: no dbt invocation (seeds, models and tests as last time)
+            log.info("standardized build of run %s skipped: %s", run_id, reason)
+            return {"seconds": 0.0, "build_dir": str(build_dir), "counts": feed_counts(lake, run_id),
+                    "skipped": reason}
     args = ["build", "--indirect-selection", "cautious"]
     if full_refresh:
         args.append("--full-refresh")
         _clear_gated(lake)
+    fingerprint = project_fingerprint()  # before the build: a project edited meanwhile is rebuilt next time
     run = run_dbt(args, lake=lake, build_dir=build_dir, select=STANDARDIZED_SELECT)
+    _record_standardized_build(lake, run_id, fingerprint)
     q = build_dir / "standardized" / "quarantine_rows.parquet"
     if q.exists():  # the quarantine zone keeps every run's rejected rows
         dest = lake.quarantine_rows_run(run_id)
@@ -105,6 +113,74 @@ def build_shared(lake: Lake, run_id: str, *, full_refresh: bool = False) -> dict
     run = run_dbt(args, lake=lake, build_dir=build_dir, select=SHARED_SELECT)
     _clear_pending(lake)
     return {"seconds": round(run.seconds, 2), "build_dir": str(build_dir)}
+
+
+STD_BUILDS_TABLE = "main.govlake_standardized_builds"
+_FINGERPRINT_SKIP = {"target", "logs", "dbt_packages", ".user.yml", "__pycache__"}
+
+
+def project_fingerprint(dbt_dir: Path | None = None) -> str:
+    """SHA-256 over every file of the dbt project (models, macros, seeds, tests, source YAML,
+    dbt_project.yml, profiles.yml), names and bytes: a standardized build is only skipped when
+    the project is the one the last complete build ran with."""
+    import hashlib
+
+    base = Path(dbt_dir) if dbt_dir else config.dbt_project_dir()
+    h = hashlib.sha256()
+    for f in sorted(base.rglob("*")):
+        rel = f.relative_to(base)
+        if not f.is_file() or _FINGERPRINT_SKIP & set(rel.parts):
+            continue
+        h.update(rel.as_posix().encode("utf-8") + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def _record_standardized_build(lake: Lake, run_id: str, fingerprint: str) -> None:
+    con = duckdb.connect(str(lake.duckdb_path))
+    try:
+        con.execute(f"create table if not exists {STD_BUILDS_TABLE} (run_id varchar, fingerprint varchar, "
+                    "built_at timestamp)")
+        con.execute(f"insert into {STD_BUILDS_TABLE} values (?, ?, current_timestamp)", [run_id, fingerprint])
+    finally:
+        con.close()
+
+
+def ungated_batches(lake: Lake) -> list[str]:
+    """``dept.dataset/batch_id`` of every ingested batch (superseded or not: the stg_ models
+    hold every batch not gated yet) that has not passed the standardized gate."""
+    entries = [e for e in Ledger(lake).all() if e.status == "ingested"]
+    if not entries:
+        return []
+    gated: set[tuple[str, str, str]] = set()
+    if lake.duckdb_path.exists():
+        con = duckdb.connect(str(lake.duckdb_path))
+        try:
+            gated = {tuple(r) for r in con.execute(f"select dept, dataset, batch_id from {GATED_TABLE}").fetchall()}
+        except duckdb.CatalogException:
+            pass
+        finally:
+            con.close()
+    return sorted(f"{e.dept}.{e.dataset}/{e.batch_id}" for e in entries
+                  if (e.dept, e.dataset, e.batch_id) not in gated)
+
+
+def standardized_up_to_date(lake: Lake) -> str | None:
+    """Why the standardized build can be skipped, or None (build): every ingested batch has
+    passed the standardized gate (so the stg_ files and quarantine_rows would be empty) and the
+    last standardized build ran with this dbt project (same seeds, macros, models and tests)."""
+    if not lake.duckdb_path.exists() or ungated_batches(lake):
+        return None
+    con = duckdb.connect(str(lake.duckdb_path))
+    try:
+        row = con.execute(f"select fingerprint, run_id from {STD_BUILDS_TABLE} "
+                          "order by built_at desc, rowid desc limit 1").fetchone()
+    except duckdb.CatalogException:
+        return None
+    finally:
+        con.close()
+    if not row or row[0] != project_fingerprint():
+        return None
+    return f"no batch to standardize (every ingested batch passed the standardized gate) and the dbt project is the one of run {row[1]}"
 
 
 INT_BATCHES_TABLE = "main.govlake_int_batches"  # created by dbt on-run-start (macros/staging/govlake_incremental.sql)
@@ -202,6 +278,13 @@ def gate_standardized(lake: Lake, run_id: str, **kw):
 
     build_dir = lake.candidate(run_id)
     batches = run_batches(lake, run_id)
+    if not batches and not output_path(build_dir, "quarantine_rows").exists():
+        reason = standardized_up_to_date(lake)
+        if reason:  # the build was skipped: nothing new to validate, no suite runs
+            log.info("standardized gate of run %s skipped: %s", run_id, reason)
+            result = gate.carried_result(lake, "standardized", run_id, [], None, {})
+            _gate_pickle(lake, run_id, "standardized").write_bytes(pickle.dumps(result))
+            return result
     models = [m for m, ds in zip(staging_models(), metadata.datasets())
               if ds.id in batches and output_path(build_dir, m).exists()
               and duckdb.connect().execute(f"select count(*) from read_parquet('{output_path(build_dir, m)}')").fetchone()[0]]
@@ -210,11 +293,87 @@ def gate_standardized(lake: Lake, run_id: str, **kw):
     return result
 
 
-def gate_shared(lake: Lake, run_id: str, **kw):
+def gate_shared(lake: Lake, run_id: str, *, dag_id: str | None = None, task_id: str | None = None):
     """Validate every product; each is gated on its own. A failing product does not stop the
     others: :func:`publish_layer` holds it (its current version stays) and :func:`raise_if_held`
-    then fails the run, naming it."""
-    return gate_layer(lake, run_id, "shared", shared_products(), raise_on_failure=False, **kw)
+    then fails the run, naming it.
+
+    A product whose candidate would publish nothing new (:func:`unchanged_publication`: same
+    bytes and same inputs as its current version) is not validated again when the current
+    version's verdict still holds (:func:`carried_verdict`): that verdict is carried into this
+    run's result with the reason, and the gate history records the suite as skipped."""
+
+    models = shared_products()
+    build_dir = lake.candidate(run_id)
+    inputs_of = _product_inputs(lake)
+    carried = {}
+    for m in models:
+        sr = carried_verdict(lake, m, output_path(build_dir, m), inputs_of(m))
+        if sr is not None:
+            carried[m] = sr
+    to_run = [m for m in models if m not in carried]
+    validated = None
+    if to_run:
+        validated = gate.validate(lake, "shared", {m: output_path(build_dir, m) for m in to_run}, run_id)
+    result = gate.carried_result(lake, "shared", run_id, models, validated, carried)
+    for sr in result.suite_results.values():
+        record_gate_result(lake, run_id=run_id, layer="shared", model=sr.model, suite=sr.suite,
+                           success=sr.success, failed=[f.describe() for f in sr.failed],
+                           dag_id=dag_id, task_id=task_id, skipped=sr.skipped)
+    path = _gate_pickle(lake, run_id, "shared")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps(result))
+    if carried:
+        log.info("shared gate of run %s: %d of %d suites not run (unchanged products): %s", run_id,
+                 len(carried), len(models), ", ".join(carried))
+    return result
+
+
+def carried_verdict(lake: Lake, product: str, candidate: Path, inputs: list[dict]):
+    """The current version's passing verdict, as this run's (a ``SuiteResult`` with
+    ``skipped`` set), when validating ``candidate`` again cannot change it: the candidate has
+    the bytes the current version was published from and the same inputs
+    (:func:`unchanged_publication`), the reviewed suite is the one that ran
+    (``gate.suite_sha256``) and its only date parameter is an upper bound
+    (``gate.verdict_holds_later``). ``None`` otherwise: the suite runs."""
+
+    manifest = unchanged_publication(lake, product, candidate, inputs)
+    if manifest is None:
+        return None
+    verdict = manifest.get("gate") or {}
+    if not verdict.get("success") or not verdict.get("json_path"):
+        return None
+    try:
+        report = json.loads(Path(verdict["json_path"]).read_text(encoding="utf-8"))
+        prev = report["suites"][product]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # the report of that gate is gone: run the suite
+    try:
+        doc = gate.load_suite_json("shared", product)
+        same_suite = prev.get("suite_sha256") == gate.suite_sha256("shared", product)
+    except gate.GateError:
+        return None
+    if not prev.get("success") or prev.get("failed") or not same_suite or not gate.verdict_holds_later(doc):
+        return None
+    version = int(manifest["version"])
+    return gate.SuiteResult(
+        model=product, suite=prev.get("suite") or doc["name"], success=True,
+        evaluated=int(prev.get("evaluated") or 0), failed=[], table=str(candidate),
+        row_count=prev.get("row_count"), docs_page=prev.get("docs_page"), suite_sha256=prev["suite_sha256"],
+        skipped=(f"unchanged: same bytes and inputs as v{version}, whose gate "
+                 f"(run {report.get('run_id')}) stands"))
+
+
+def _product_inputs(lake: Lake):
+    """product -> the live inputs it reads (the ``inputs`` its publication records)."""
+    inputs = live_inputs(lake)
+    sources = product_sources(lake)
+
+    def of(product: str) -> list[dict]:
+        used = sources.get(product)
+        return [i for i in inputs if used is None or f"{i['dept']}.{i['dataset']}" in used]
+
+    return of
 
 
 def held_products(result) -> dict[str, list[str]]:
@@ -306,9 +465,24 @@ def unchanged_publication(lake: Lake, product: str, candidate_file: Path, inputs
                 return None
         except Exception:  # not a readable plain Parquet file: publish
             return None
-        expected = sha256_file(published_from)
-    digest = sha256_file(Path(candidate_file))
+        expected = _sha256(published_from)
+    digest = _sha256(Path(candidate_file))
     return manifest if digest == expected else None
+
+
+_DIGESTS: dict[tuple, str] = {}
+
+
+def _sha256(path: Path) -> str:
+    """sha256_file, remembered per (file, size, mtime) in this process: the shared gate and the
+    publish step of one run compare the same candidate files."""
+    st = Path(path).stat()
+    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+    if key not in _DIGESTS:
+        if len(_DIGESTS) > 256:
+            _DIGESTS.clear()
+        _DIGESTS[key] = sha256_file(Path(path))
+    return _DIGESTS[key]
 
 
 def refuse_withheld(product: str, candidate: Path, meta) -> None:
@@ -339,8 +513,7 @@ def publish_layer(lake: Lake, run_id: str) -> list[dict]:
     the product is reported with ``"unchanged": True``."""
 
     gate_result = pickle.loads(_gate_pickle(lake, run_id, "shared").read_bytes())
-    inputs = live_inputs(lake)
-    sources = product_sources(lake)
+    inputs_of = _product_inputs(lake)
     published = []
     meta = products.load()
     held = held_products(gate_result)
@@ -350,12 +523,16 @@ def publish_layer(lake: Lake, run_id: str) -> list[dict]:
                               "failed": held[product]})
             log.error("%s held: its gate failed: %s", product, "; ".join(held[product]))
             continue
-        used = sources.get(product)
-        p_inputs = [i for i in inputs if used is None or f"{i['dept']}.{i['dataset']}" in used]
+        p_inputs = inputs_of(product)
         candidate = output_path(lake.candidate(run_id), product)
         refuse_withheld(product, candidate, meta.get(product))
         sr = gate_result.suite_results.get(product)
         current = unchanged_publication(lake, product, candidate, p_inputs) if sr is not None and sr.success else None
+        if current is None and sr is not None and getattr(sr, "skipped", None):
+            # its suite did not run because it was unchanged: never publish on a carried verdict
+            raise PublishError(f"refusing to publish {product} in run {run_id}: its gate was skipped "
+                               f"({sr.skipped}) but its candidate {candidate} or its inputs changed since; "
+                               "run the shared gate again")
         if current is not None:
             version = int(current["version"])
             audit.append(lake, "note", {"event": "publication_unchanged", "product": product, "version": version,

@@ -31,6 +31,7 @@ class GateRecord:
     ts: str
     dag_id: str | None = None
     task_id: str | None = None
+    skipped: str | None = None  # the suite did not run: why the earlier verdict stands
 
     @property
     def at(self) -> dt.datetime:
@@ -47,14 +48,15 @@ class GateRecord:
 
 def record_gate_result(lake: Lake, *, run_id: str, layer: str, model: str, suite: str, success: bool,
                        failed: list[str], ts: str | dt.datetime | None = None,
-                       dag_id: str | None = None, task_id: str | None = None) -> GateRecord:
+                       dag_id: str | None = None, task_id: str | None = None,
+                       skipped: str | None = None) -> GateRecord:
     """Append one gate verdict to ``_meta/gate_history.jsonl`` (one JSON line, flushed + fsynced).
 
     ``failed`` holds one short description per failed expectation (e.g.
     ``FailedExpectation.describe()``)."""
     rec = GateRecord(run_id=str(run_id), layer=str(layer), model=str(model), suite=str(suite),
                      success=bool(success), failed=[str(f) for f in (failed or [])],
-                     ts=_iso(parse_ts(ts) or utcnow()), dag_id=dag_id, task_id=task_id)
+                     ts=_iso(parse_ts(ts) or utcnow()), dag_id=dag_id, task_id=task_id, skipped=skipped)
     path = gate_history_path(lake)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(asdict(rec), ensure_ascii=False) + "\n"
