@@ -155,6 +155,11 @@ def build_transform_dag():
         "the publication is audited and the catalog rebuilt.",
         "6. `dbt_docs` — dbt's lineage and model docs as `catalog/dbt_docs.html` (offline).",
         "",
+        "Nothing is redone that cannot change: with no batch to standardize (and the same dbt project) steps 1-2 "
+        "run no dbt and no suite; when the ledger, the gated batches and the dbt project are those of the last "
+        "shared build, step 3 reuses its output files; step 4 carries the verdict of a product whose candidate "
+        "has the bytes and inputs of its current version (recorded as skipped in the gate history).",
+        "",
         "A red gate task means data failed its checks: nothing was published, the current version stays, "
         "the candidate (`candidate/<run>/`) and the report (`reports/<run>/`) are kept. "
         f"Products: {', '.join(products)}.",

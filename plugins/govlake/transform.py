@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import pickle
 import re
 import shutil
@@ -107,12 +108,106 @@ def build_shared(lake: Lake, run_id: str, *, full_refresh: bool = False) -> dict
     after a failed one they stay and the next build redoes a superset of the keys."""
 
     build_dir = lake.candidate(run_id)
+    if not full_refresh:
+        reused = _reuse_shared_outputs(lake, run_id)
+        if reused:  # nothing the shared layer reads changed: its outputs are those of that run
+            log.info("shared build of run %s skipped: %s", run_id, reused["skipped"])
+            return {"seconds": 0.0, "build_dir": str(build_dir), **reused}
+    state = shared_state(lake)  # before the build (the build changes none of its inputs)
     args = ["build", "--indirect-selection", "cautious"]
     if full_refresh:
         args.append("--full-refresh")
     run = run_dbt(args, lake=lake, build_dir=build_dir, select=SHARED_SELECT)
     _clear_pending(lake)
+    if state:
+        _record_shared_build(lake, run_id, state)
     return {"seconds": round(run.seconds, 2), "build_dir": str(build_dir)}
+
+
+SHARED_BUILDS_TABLE = "main.govlake_shared_builds"
+
+
+def shared_state(lake: Lake) -> str | None:
+    """A digest of everything a complete shared build reads: the dbt project (models, macros,
+    seeds), the dbt/DuckDB versions, the ledger (batches, supersessions: raw/_ledger.parquet)
+    and the batches that passed the standardized gate (the chk_ rows the int_ models take).
+    ``None`` when it cannot stand for the layer's state: batches not gated yet (the
+    standardized layer is not up to date) or touched-key bookkeeping of an unfinished build."""
+    import hashlib
+    from importlib.metadata import version
+
+    if not standardized_up_to_date(lake):
+        return None
+    con = duckdb.connect(str(lake.duckdb_path))
+    try:
+        pending = con.execute(
+            "select count(*) from duckdb_tables() where schema_name = 'main' and starts_with(table_name, ?)",
+            [PENDING_PREFIX]).fetchone()[0]
+        try:
+            pending += con.execute(f"select count(*) from {PENDING_FULL_TABLE}").fetchone()[0]
+        except duckdb.CatalogException:
+            pass
+        gated = con.execute(f"select dept, dataset, batch_id from {GATED_TABLE} order by all").fetchall()
+    finally:
+        con.close()
+    if pending:
+        return None
+    h = hashlib.sha256()
+    h.update(project_fingerprint().encode())
+    h.update(f"duckdb {duckdb.__version__} dbt-core {version('dbt-core')} dbt-duckdb {version('dbt-duckdb')}".encode())
+    for e in sorted(Ledger(lake).all(), key=lambda e: (e.dept, e.dataset, e.batch_id or "", e.source_file)):
+        h.update(json.dumps([e.dept, e.dataset, e.batch_id, e.status, e.superseded_by, e.delivery_date,
+                             e.source_file, e.sha256, e.rows], default=str).encode("utf-8"))
+    h.update(json.dumps(gated).encode("utf-8"))
+    return h.hexdigest()
+
+
+def _record_shared_build(lake: Lake, run_id: str, state: str) -> None:
+    con = duckdb.connect(str(lake.duckdb_path))
+    try:
+        con.execute(f"create table if not exists {SHARED_BUILDS_TABLE} (run_id varchar, state varchar, "
+                    "built_at timestamp)")
+        con.execute(f"insert into {SHARED_BUILDS_TABLE} values (?, ?, current_timestamp)", [run_id, state])
+    finally:
+        con.close()
+
+
+def _reuse_shared_outputs(lake: Lake, run_id: str) -> dict | None:
+    """When the shared layer's inputs are those of the last complete shared build
+    (:func:`shared_state`) and that build's output files are still in its candidate folder,
+    link (or copy) them into this run's candidate folder instead of running dbt: the same
+    inputs give the same bytes (outputs are ordered COPYs). ``None``: build."""
+    state = shared_state(lake)
+    if not state:
+        return None
+    con = duckdb.connect(str(lake.duckdb_path))
+    try:
+        row = con.execute(f"select run_id, state from {SHARED_BUILDS_TABLE} "
+                          "order by built_at desc, rowid desc limit 1").fetchone()
+    except duckdb.CatalogException:
+        return None
+    finally:
+        con.close()
+    if not row or row[1] != state or row[0] == run_id:
+        return None
+    src_dir = lake.candidate(row[0]) / "shared"
+    files = sorted(src_dir.glob("*.parquet")) if src_dir.is_dir() else []
+    if not files or any(not output_path(lake.candidate(row[0]), m).is_file() for m in shared_products()):
+        return None
+    dest_dir = lake.candidate(run_id) / "shared"
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    (lake.candidate(run_id) / "standardized").mkdir(parents=True, exist_ok=True)
+    for f in files:
+        dest = dest_dir / f.name
+        if dest.exists():
+            dest.unlink()
+        try:
+            os.link(f, dest)
+        except OSError:
+            shutil.copy2(f, dest)
+    return {"skipped": (f"nothing the shared layer reads changed since run {row[0]} (same dbt project, "
+                        "ledger and gated batches): its outputs are reused"),
+            "reused_from": row[0], "files": [f.name for f in files]}
 
 
 STD_BUILDS_TABLE = "main.govlake_standardized_builds"

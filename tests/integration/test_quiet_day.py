@@ -7,7 +7,8 @@ suite, the shared build runs as usual, and the shared gate runs no GX suite (eac
 candidate has the bytes and inputs of its current version, whose verdict stands: carried into
 the run's result and recorded in the gate history as skipped). Every product is reported
 unchanged, no version is added. A later quiet day with one product's suite changed (an
-overrides file) runs that suite again and only that one.
+overrides file) runs that suite again and only that one. A next day with a delivery then
+standardizes, builds and validates again.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -22,8 +25,11 @@ from govlake import config, ingest, metadata, transform
 from govlake.storage import Lake
 from govlake_synth import generate
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import changeset  # noqa: E402
+
 pytestmark = pytest.mark.integration
-DAY1 = "2026-11-20"
+DAY1, DAY2 = "2026-11-20", "2026-11-21"
 
 
 def _run(lake: Lake, run_id: str) -> dict:
@@ -31,9 +37,9 @@ def _run(lake: Lake, run_id: str) -> dict:
         ingest.extract_dataset(ds, lake)
     std = transform.build_standardized(lake, run_id)
     std_gate = transform.gate_standardized(lake, run_id)
-    transform.build_shared(lake, run_id)
+    shared = transform.build_shared(lake, run_id)
     shared_gate = transform.gate_shared(lake, run_id)
-    return {"std": std, "std_gate": std_gate, "shared_gate": shared_gate,
+    return {"std": std, "std_gate": std_gate, "shared": shared, "shared_gate": shared_gate,
             "published": transform.publish_layer(lake, run_id)}
 
 
@@ -98,7 +104,11 @@ def test_quiet_day_runs_no_shared_suite_and_publishes_nothing_new(quiet):
     hist = [r for r in _history(lake, "quiet1") if r["layer"] == "shared"]
     assert sorted(r["model"] for r in hist) == products
     assert all(r["success"] and r["skipped"].startswith("unchanged") for r in hist)
-    # the shared build still produced every candidate, and each is reported unchanged
+    # no shared dbt build: day 1's files, linked, are this run's candidates; each reported unchanged
+    assert q["shared"]["reused_from"] == "day1" and "run day1" in q["shared"]["skipped"]
+    for p in products:
+        mine, day1 = (lake.candidate(r) / "shared" / f"{p}.parquet" for r in ("quiet1", "day1"))
+        assert mine.read_bytes() == day1.read_bytes(), p
     assert all(p.get("unchanged") for p in q["published"]), q["published"]
     assert {p: lake.current_version(p) for p in products} == versions
 
@@ -122,3 +132,21 @@ def test_a_changed_suite_runs_again(quiet, monkeypatch):
     assert (lake.report_dir("quiet2", "shared") / "data_docs" / "index.html").exists()
     assert all(p.get("unchanged") for p in q2["published"])
     assert {p: lake.current_version(p) for p in products} == versions
+
+
+def test_a_delivery_after_quiet_days_is_standardized_built_and_validated(quiet):
+    lake, _, _, versions, _ = quiet
+    change = changeset.write_next_day(lake, DAY1, DAY2)
+    assert change
+    d2 = _run(lake, "day2")
+    assert "skipped" not in d2["std"] and "skipped" not in d2["shared"]
+    assert d2["std_gate"].suite_results and all(sr.skipped is None for sr in d2["std_gate"].suite_results.values())
+    new = [p for p in d2["published"] if not p.get("unchanged")]
+    assert new, d2["published"]
+    for p in new:  # a product with a new version had its suite run this day
+        assert d2["shared_gate"].suite_results[p["product"]].skipped is None, p
+        assert p["version"] == versions[p["product"]] + 1
+    # and a quiet day after it reuses day 2's outputs
+    d3 = _run(lake, "quiet3")
+    assert d3["shared"]["reused_from"] == "day2" and "skipped" in d3["std"]
+    assert all(p.get("unchanged") for p in d3["published"])
