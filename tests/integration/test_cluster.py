@@ -149,8 +149,10 @@ def test_cluster_runs_dags_and_survives_a_killed_worker():
         print(f"[cluster] extract tasks ran on: {sorted(hosts)}")
 
         rows = pq.read_table(lake.current_dir("department_connectivity")).to_pylist()
+        # an operator's shell reads the cluster's state (the ledger lives in its Postgres)
+        op_env = {**os.environ, "GOVLAKE_STATE_DB": cluster.cluster_env(c)["GOVLAKE_STATE_DB"]}
         res = subprocess.run([sys.executable, "-m", "govlake.cli", "status", "--json"], capture_output=True,
-                             text=True, env=os.environ.copy(), timeout=120)
+                             text=True, env=op_env, timeout=120)
         doc = json.loads(res.stdout)
         assert {(f["dept"], f["dataset"]): f["state"] for d in doc["departments"] for f in d["feeds"]} == \
             {(r["dept"], r["dataset"]): r["state"] for r in rows}
