@@ -15,6 +15,7 @@ Each step is a function the transform DAG calls as one task (write-audit-publish
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
@@ -90,7 +91,7 @@ def build_standardized(lake: Lake, run_id: str, *, full_refresh: bool = False) -
         _clear_gated(lake)
     fingerprint = project_fingerprint()  # before the build: a project edited meanwhile is rebuilt next time
     run = run_dbt(args, lake=lake, build_dir=build_dir, select=STANDARDIZED_SELECT)
-    _record_standardized_build(lake, run_id, fingerprint)
+    _record_build(lake, STD_BUILDS_TABLE, "fingerprint", run_id, fingerprint)
     q = build_dir / "standardized" / "quarantine_rows.parquet"
     if q.exists():  # the quarantine zone keeps every run's rejected rows
         dest = lake.quarantine_rows_run(run_id)
@@ -108,19 +109,19 @@ def build_shared(lake: Lake, run_id: str, *, full_refresh: bool = False) -> dict
     after a failed one they stay and the next build redoes a superset of the keys."""
 
     build_dir = lake.candidate(run_id)
+    state = shared_state(lake)  # before the build (the build changes none of its inputs)
     if not full_refresh:
-        reused = _reuse_shared_outputs(lake, run_id)
+        reused = _reuse_shared_outputs(lake, run_id, state)
         if reused:  # nothing the shared layer reads changed: its outputs are those of that run
             log.info("shared build of run %s skipped: %s", run_id, reused["skipped"])
             return {"seconds": 0.0, "build_dir": str(build_dir), **reused}
-    state = shared_state(lake)  # before the build (the build changes none of its inputs)
     args = ["build", "--indirect-selection", "cautious"]
     if full_refresh:
         args.append("--full-refresh")
     run = run_dbt(args, lake=lake, build_dir=build_dir, select=SHARED_SELECT)
     _clear_pending(lake)
     if state:
-        _record_shared_build(lake, run_id, state)
+        _record_build(lake, SHARED_BUILDS_TABLE, "state", run_id, state)
     return {"seconds": round(run.seconds, 2), "build_dir": str(build_dir)}
 
 
@@ -133,10 +134,10 @@ def shared_state(lake: Lake) -> str | None:
     and the batches that passed the standardized gate (the chk_ rows the int_ models take).
     ``None`` when it cannot stand for the layer's state: batches not gated yet (the
     standardized layer is not up to date) or touched-key bookkeeping of an unfinished build."""
-    import hashlib
     from importlib.metadata import version
 
-    if not standardized_up_to_date(lake):
+    fingerprint = project_fingerprint()
+    if not standardized_up_to_date(lake, fingerprint):
         return None
     con = duckdb.connect(str(lake.duckdb_path))
     try:
@@ -153,7 +154,7 @@ def shared_state(lake: Lake) -> str | None:
     if pending:
         return None
     h = hashlib.sha256()
-    h.update(project_fingerprint().encode())
+    h.update(fingerprint.encode())
     h.update(f"duckdb {duckdb.__version__} dbt-core {version('dbt-core')} dbt-duckdb {version('dbt-duckdb')}".encode())
     for e in sorted(Ledger(lake).all(), key=lambda e: (e.dept, e.dataset, e.batch_id or "", e.source_file)):
         h.update(json.dumps([e.dept, e.dataset, e.batch_id, e.status, e.superseded_by, e.delivery_date,
@@ -162,32 +163,36 @@ def shared_state(lake: Lake) -> str | None:
     return h.hexdigest()
 
 
-def _record_shared_build(lake: Lake, run_id: str, state: str) -> None:
+def _record_build(lake: Lake, table: str, column: str, run_id: str, value: str) -> None:
+    """Record a complete build and the state it was made from (``table``: run_id, ``column``, built_at)."""
     con = duckdb.connect(str(lake.duckdb_path))
     try:
-        con.execute(f"create table if not exists {SHARED_BUILDS_TABLE} (run_id varchar, state varchar, "
-                    "built_at timestamp)")
-        con.execute(f"insert into {SHARED_BUILDS_TABLE} values (?, ?, current_timestamp)", [run_id, state])
+        con.execute(f"create table if not exists {table} (run_id varchar, {column} varchar, built_at timestamp)")
+        con.execute(f"insert into {table} values (?, ?, current_timestamp)", [run_id, value])
     finally:
         con.close()
 
 
-def _reuse_shared_outputs(lake: Lake, run_id: str) -> dict | None:
-    """When the shared layer's inputs are those of the last complete shared build
-    (:func:`shared_state`) and that build's output files are still in its candidate folder,
-    link (or copy) them into this run's candidate folder instead of running dbt: the same
-    inputs give the same bytes (outputs are ordered COPYs). ``None``: build."""
-    state = shared_state(lake)
-    if not state:
-        return None
+def _last_build(lake: Lake, table: str, column: str) -> tuple[str, str] | None:
+    """(run_id, state) of the latest build recorded in ``table`` (None: none yet)."""
     con = duckdb.connect(str(lake.duckdb_path))
     try:
-        row = con.execute(f"select run_id, state from {SHARED_BUILDS_TABLE} "
-                          "order by built_at desc, rowid desc limit 1").fetchone()
+        return con.execute(f"select run_id, {column} from {table} "
+                           "order by built_at desc, rowid desc limit 1").fetchone()
     except duckdb.CatalogException:
         return None
     finally:
         con.close()
+
+
+def _reuse_shared_outputs(lake: Lake, run_id: str, state: str | None) -> dict | None:
+    """When the shared layer's inputs are those of the last complete shared build
+    (:func:`shared_state`) and that build's output files are still in its candidate folder,
+    link (or copy) them into this run's candidate folder instead of running dbt: the same
+    inputs give the same bytes (outputs are ordered COPYs). ``None``: build."""
+    if not state:
+        return None
+    row = _last_build(lake, SHARED_BUILDS_TABLE, "state")
     if not row or row[1] != state or row[0] == run_id:
         return None
     src_dir = lake.candidate(row[0]) / "shared"
@@ -218,8 +223,6 @@ def project_fingerprint(dbt_dir: Path | None = None) -> str:
     """SHA-256 over every file of the dbt project (models, macros, seeds, tests, source YAML,
     dbt_project.yml, profiles.yml), names and bytes: a standardized build is only skipped when
     the project is the one the last complete build ran with."""
-    import hashlib
-
     base = Path(dbt_dir) if dbt_dir else config.dbt_project_dir()
     h = hashlib.sha256()
     for f in sorted(base.rglob("*")):
@@ -228,16 +231,6 @@ def project_fingerprint(dbt_dir: Path | None = None) -> str:
             continue
         h.update(rel.as_posix().encode("utf-8") + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()
-
-
-def _record_standardized_build(lake: Lake, run_id: str, fingerprint: str) -> None:
-    con = duckdb.connect(str(lake.duckdb_path))
-    try:
-        con.execute(f"create table if not exists {STD_BUILDS_TABLE} (run_id varchar, fingerprint varchar, "
-                    "built_at timestamp)")
-        con.execute(f"insert into {STD_BUILDS_TABLE} values (?, ?, current_timestamp)", [run_id, fingerprint])
-    finally:
-        con.close()
 
 
 def ungated_batches(lake: Lake) -> list[str]:
@@ -259,23 +252,16 @@ def ungated_batches(lake: Lake) -> list[str]:
                   if (e.dept, e.dataset, e.batch_id) not in gated)
 
 
-def standardized_up_to_date(lake: Lake) -> str | None:
+def standardized_up_to_date(lake: Lake, fingerprint: str | None = None) -> str | None:
     """Why the standardized build can be skipped, or None (build): every ingested batch has
     passed the standardized gate (so the stg_ files and quarantine_rows would be empty) and the
     last standardized build ran with this dbt project (same seeds, macros, models and tests)."""
     if not lake.duckdb_path.exists() or ungated_batches(lake):
         return None
-    con = duckdb.connect(str(lake.duckdb_path))
-    try:
-        row = con.execute(f"select fingerprint, run_id from {STD_BUILDS_TABLE} "
-                          "order by built_at desc, rowid desc limit 1").fetchone()
-    except duckdb.CatalogException:
+    row = _last_build(lake, STD_BUILDS_TABLE, "fingerprint")
+    if not row or row[1] != (fingerprint or project_fingerprint()):
         return None
-    finally:
-        con.close()
-    if not row or row[0] != project_fingerprint():
-        return None
-    return f"no batch to standardize (every ingested batch passed the standardized gate) and the dbt project is the one of run {row[1]}"
+    return f"no batch to standardize (every ingested batch passed the standardized gate) and the dbt project is the one of run {row[0]}"
 
 
 INT_BATCHES_TABLE = "main.govlake_int_batches"  # created by dbt on-run-start (macros/staging/govlake_incremental.sql)
