@@ -41,12 +41,7 @@
   {%- set delivery = ds.meta.get('delivery', 'snapshot') -%}
   {%- set key = ds.meta.get('key') or [] -%}
   {%- set elements = ds.columns | map(attribute='element') | list -%}
-  {%- for k in key if k not in elements -%}
-    {{- exceptions.raise_compiler_error("govlake: " ~ dept ~ "." ~ dataset ~ " meta key " ~ k ~ " is not a data element of the feed") -}}
-  {%- endfor -%}
-  {%- if delivery not in ('snapshot', 'incremental') -%}
-    {{- exceptions.raise_compiler_error("govlake: " ~ dept ~ "." ~ dataset ~ " meta delivery must be snapshot or incremental, not " ~ delivery) -}}
-  {%- endif %}
+  {{- glx_check_key_and_delivery(dept, dataset, key, elements, delivery) }}
   {%- set mode = glx_plan_feed(dept, dataset, chk, superseded, key, delivery) -%}
   {%- set kcols = key if key else ['_batch_id'] -%}
   {%- set kexprs = [] -%}{%- for k in kcols -%}{%- do kexprs.append('s.' ~ adapter.quote(k)) -%}{%- endfor %}
@@ -121,4 +116,15 @@ qualify row_number() over (
     order by _delivery_date desc, {{ glx_is_change_file('_source_file') }} desc,
              _batch_id desc, _source_file desc, _row_number desc
 ) = 1
+{%- endmacro %}
+
+{#- A feed's meta key must name data elements and its delivery be snapshot or incremental
+    (govlake_dedup and govlake_resource read both). -#}
+{% macro glx_check_key_and_delivery(dept, dataset, key, elements, delivery) -%}
+  {%- for k in key if k not in elements -%}
+    {{- exceptions.raise_compiler_error("govlake: " ~ dept ~ "." ~ dataset ~ " meta key " ~ k ~ " is not a data element of the feed") -}}
+  {%- endfor -%}
+  {%- if delivery not in ('snapshot', 'incremental') -%}
+    {{- exceptions.raise_compiler_error("govlake: " ~ dept ~ "." ~ dataset ~ " meta delivery must be snapshot or incremental, not " ~ delivery) -}}
+  {%- endif -%}
 {%- endmacro %}

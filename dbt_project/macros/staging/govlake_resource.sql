@@ -39,12 +39,7 @@
   {%- set key = ds.meta.get('key') or [] -%}
   {%- set elements = ds.columns | map(attribute='element') | list -%}
   {%- set shared = [] -%}{%- for e in elements if e not in withheld -%}{%- do shared.append(e) -%}{%- endfor -%}
-  {%- for k in key if k not in elements -%}
-    {{- exceptions.raise_compiler_error("govlake: " ~ dept ~ "." ~ dataset ~ " meta key " ~ k ~ " is not a data element of the feed") -}}
-  {%- endfor -%}
-  {%- if delivery not in ('snapshot', 'incremental') -%}
-    {{- exceptions.raise_compiler_error("govlake: " ~ dept ~ "." ~ dataset ~ " meta delivery must be snapshot or incremental, not " ~ delivery) -}}
-  {%- endif %}
+  {{- glx_check_key_and_delivery(dept, dataset, key, elements, delivery) }}
 with live as (
     select
         {%- for e in elements %}
