@@ -4,8 +4,6 @@ clients of the sharing service."""
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import sys
 
 

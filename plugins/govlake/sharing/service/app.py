@@ -43,7 +43,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from govlake import access_requests, audit, masking, products, query
 from govlake.sharing import crypto
 from govlake.sharing.service import fastpath
-from govlake.sharing.service.identity import AuthError, Client, IdentityError, Registry, TokenIssuer, private_file
+from govlake.sharing.service.identity import AuthError, Client, Registry, TokenIssuer, private_file
 from govlake.sharing.service.settings import Settings
 
 PROBLEM = "application/problem+json"
@@ -738,7 +738,7 @@ def create_app(settings: Settings) -> FastAPI:
         except masking.TokenKeyError as exc:
             svc.finish(intent, t0, status="error", error=str(exc))
             raise Problem(503, "no-token-key", "join tokens are unavailable on this server") from exc
-        persons = _person_tokens(resource, keycol, kplan.element, [value] if records else [], is_clear=kplan.treatment == "clear")
+        persons = _person_tokens(kplan.element, [value] if records else [])
         out = svc.finish(intent, t0, rows=len(records), fields=[c.column for c in plan], persons=persons,
                          result_sha256=hashlib.sha256(json.dumps(records, ensure_ascii=False, default=_json_default
                                                                  ).encode("utf-8")).hexdigest(), **base)
@@ -814,7 +814,7 @@ def create_app(settings: Settings) -> FastAPI:
                                                  for r in recs)
                 res[f] = "match" if ok else "no_match"
             results.append({"index": i, "fields": res})
-        persons = _person_tokens(resource, keycol, element.get(keycol, keycol), keys, is_clear=True)
+        persons = _person_tokens(element.get(keycol, keycol), keys)
         summary = {"match": sum(v == "match" for r in results for v in r["fields"].values()),
                    "no_match": sum(v == "no_match" for r in results for v in r["fields"].values())}
         svc.finish(intent, t0, rows=len(results), persons=persons, answers=summary, fields=wanted_fields,
@@ -941,11 +941,11 @@ def _tokens_of(values) -> list[str]:
     clear = [v for v in values if isinstance(v, str) and not v.startswith(("v1:", "v1sm3:")) and "*" not in v]
     tokens = {v for v in values if isinstance(v, str) and v.startswith("v1:")}
     if clear:
-        tokens.update(_person_tokens("", "", "id_number", clear, is_clear=True))
+        tokens.update(_person_tokens("id_number", clear))
     return sorted(tokens)
 
 
-def _person_tokens(resource: str, keycol: str, element: str, values: list, *, is_clear: bool) -> list[str]:
+def _person_tokens(element: str, values: list) -> list[str]:
     """Join tokens of the persons a request returned or checked (per-person access records);
     never clear ID numbers. Only person keys (ID numbers) are recorded."""
     if element not in ("id_number", "legal_rep_id_number") or not values:
