@@ -12,6 +12,9 @@ delivery as they were delivered (the raw Parquet keeps the delivered strings):
 - incremental feeds (marriage, birth certificates): a normal next-day file with 1 % new rows
   (copies of earlier rows under a new certificate number).
 
+A trivial day (``write_trivial_day``) is the same with one row of the household feed: what a day
+costs whatever its size (the fixed part of the next day).
+
 Files are written in the feed's format and encoding (GB18030 CSV, UTF-8 with BOM, JSON Lines).
 """
 
@@ -47,12 +50,19 @@ def _rows(lake: Lake, ds: metadata.Dataset, date: str) -> tuple[list[str], list[
     return cols, rows
 
 
-def write_next_day(lake: Lake, date: str, next_date: str) -> dict:
-    """Write the change set for ``next_date`` into the landing zone; return rows per feed."""
+TRIVIAL_FEED = "public_security.household_registration"  # a person feed: population_base changes too
+
+
+def write_next_day(lake: Lake, date: str, next_date: str, *, only: str | None = None, limit: int | None = None) -> dict:
+    """Write the change set for ``next_date`` into the landing zone; return rows per feed.
+    ``only``/``limit``: one feed, its first ``limit`` rows of the change set (a trivial change)."""
     info = {}
     stamp = next_date.replace("-", "")
     for ds in metadata.datasets():
+        if only and ds.id != only:
+            continue
         cols, rows = _rows(lake, ds, date)
+        rows = rows[:limit] if limit is not None else rows
         i = cols.index(CHANGE[ds.id])
         if ds.delivery == "snapshot":
             changed = [r[:i] + ((r[i] or "") + "（变更）",) + r[i + 1:] for r in rows]
@@ -76,3 +86,9 @@ def write_next_day(lake: Lake, date: str, next_date: str) -> dict:
                     fh.write(json.dumps({c: v for c, v in zip(cols, r) if v is not None}, ensure_ascii=False) + "\n")
         info[ds.id] = {"file": str(path.relative_to(lake.landing_root)), "rows": len(changed), "kind": kind}
     return info
+
+
+def write_trivial_day(lake: Lake, date: str, day: str) -> dict:
+    """The fixed part of a day (issue 16): one changed row of the household feed (a change file
+    with one row), so every stage has something to do and nothing proportional to the data."""
+    return write_next_day(lake, date, day, only=TRIVIAL_FEED, limit=1)

@@ -148,12 +148,13 @@ def run_dbt(
     lake: Lake,
     build_dir: Path,
     select: str | None = None,
+    exclude: str | None = None,
     vars: dict[str, Any] | None = None,
     raise_on_failure: bool = True,
 ) -> DbtRun:
     """Run ``dbt <args>`` in-process on ``lake``, writing layer outputs under ``build_dir``.
 
-    ``select`` is passed as ``--select``. Raises :class:`DbtError` (unless
+    ``select`` / ``exclude`` are passed as ``--select`` / ``--exclude``. Raises :class:`DbtError` (unless
     ``raise_on_failure=False``) when the invocation fails, with the failing nodes and messages.
     """
     from dbt.cli.main import dbtRunner  # imported late: dbt import is slow (~2 s)
@@ -169,6 +170,8 @@ def run_dbt(
             "--target-path", str(work / "target"), "--log-path", str(work / "logs")]
     if select:
         cli += ["--select", select]
+    if exclude:
+        cli += ["--exclude", exclude]
     if vars:
         import json
         cli += ["--vars", json.dumps(vars)]

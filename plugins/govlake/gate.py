@@ -2,8 +2,10 @@
 
 Suites are reviewed JSON files, one per model: ``expectations/<layer>/<model>.json`` (GX 1.x
 ``ExpectationSuite`` JSON). ``validate`` runs every model of a layer through GX's SQL
-execution engine on an in-memory DuckDB that reads the candidate Parquet file directly (no
-pandas frame: memory stays flat as tables grow), writes GX Data Docs (made to work offline:
+execution engine on DuckDB, reading each candidate where it is (no pandas frame, no copy:
+memory stays flat as tables grow): a Parquet file (shared products, quarantine_rows) or a
+relation of the lake's DuckDB file opened read-only (``LakeRelation``: the standardized rows of
+a feed, a view over its ``chk_`` table, which is never written out as Parquet), and writes GX Data Docs (made to work offline:
 the CDN assets GX's pages load are replaced by copies vendored in ``static/gx/``) plus a
 small self-contained summary report under ``<lake>/reports/<run_id>/<layer>/``, and returns
 a ``GateResult``. ``check``/``GateResult.raise_for_failure`` raise ``GateFailed`` naming
@@ -36,6 +38,17 @@ LAYERS = ("standardized", "shared")
 #: suite parameters the reviewed suites may reference as {"$PARAMETER": name}
 SUITE_PARAMETERS = ("today",)
 _MAX_EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class LakeRelation:
+    """A candidate that is a table or view of the lake's DuckDB file (gated in place, read-only)."""
+
+    database: Path
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.database}::{self.name}"
 
 
 class GateError(RuntimeError):
@@ -291,21 +304,29 @@ def _sql_literal(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
-def validate(lake: Lake, layer: str, tables: dict[str, Path], run_id: str, *,
+def validate(lake: Lake, layer: str, tables: dict[str, Path | LakeRelation], run_id: str, *,
              today: dt.date | None = None, threads: int | None = None,
              memory_limit: str | None = None) -> GateResult:
     """Validate each candidate table of ``layer`` against its reviewed suite.
 
-    ``tables`` maps model name -> Parquet file (or glob). Never raises on bad data: the
-    verdict is in the result (call ``check``). Raises ``GateError`` if the gate cannot run.
+    ``tables`` maps model name -> Parquet file (or glob), or a ``LakeRelation`` (all of one
+    DuckDB file, which the validation opens read-only). Never raises on bad data: the verdict
+    is in the result (call ``check``). Raises ``GateError`` if the gate cannot run.
     """
     import great_expectations as gx
 
     if not tables:
         raise GateError(f"nothing to validate for layer {layer}")
     suites_json = {m: load_suite_json(layer, m) for m in tables}  # fail fast on a missing suite
+    databases = {p.database for p in tables.values() if isinstance(p, LakeRelation)}
+    if len(databases) > 1:
+        raise GateError(f"{layer}: candidates in more than one DuckDB file {sorted(map(str, databases))}")
+    database = databases.pop() if databases else None
     for m, p in tables.items():
-        if not any(Path(p).parent.glob(Path(p).name)):
+        if isinstance(p, LakeRelation):
+            if not p.database.is_file():
+                raise GateError(f"{layer} model {m}: candidate {p}: no DuckDB file {p.database}")
+        elif not any(Path(p).parent.glob(Path(p).name)):
             raise GateError(f"{layer} model {m}: candidate {p} does not exist")
     gx_duckdb.install()
     started = time.perf_counter()
@@ -315,16 +336,18 @@ def validate(lake: Lake, layer: str, tables: dict[str, Path], run_id: str, *,
     ctx = _context(docs_dir)
     ds = ctx.data_sources.add_sql(
         name=f"candidate_{layer}",
-        connection_string=gx_duckdb.connection_string(),
+        connection_string=gx_duckdb.connection_string(str(database) if database else ":memory:"),
         kwargs=gx_duckdb.engine_kwargs(threads=threads or min(4, os.cpu_count() or 2),
                                        memory_limit=memory_limit
-                                       or os.environ.get("GOVLAKE_DUCKDB_MEMORY_LIMIT", "3GB")),
+                                       or os.environ.get("GOVLAKE_DUCKDB_MEMORY_LIMIT", "3GB"),
+                                       read_only=database is not None),
     )
     params = {"today": (today or dt.date.today()).isoformat()}
     vdefs = []
     for model, path in tables.items():
-        asset = ds.add_query_asset(
-            name=model, query=f"select * from read_parquet({_sql_literal(Path(path))})")
+        source = (f'main."{path.name}"' if isinstance(path, LakeRelation)
+                  else f"read_parquet({_sql_literal(Path(path))})")
+        asset = ds.add_query_asset(name=model, query=f"select * from {source}")
         bdef = asset.add_batch_definition_whole_table(name=f"{model}__candidate")
         suite = ctx.suites.add(_build_suite(suites_json[model]))
         vdefs.append(ctx.validation_definitions.add(
@@ -340,12 +363,12 @@ def validate(lake: Lake, layer: str, tables: dict[str, Path], run_id: str, *,
     cp_result = cp.run(expectation_parameters=params,
                        run_id=RunIdentifier(run_name=run_id,
                                             run_time=dt.datetime.now(dt.timezone.utc)))
-    ds_engine = ds.get_execution_engine()
-    ds_engine.close()
+    ds.get_execution_engine().close()
+    gx_duckdb.close_all()  # no connection left open on the lake's DuckDB file (a writer opens it next)
     ctx.build_data_docs(site_names=["govlake"])  # every page of this run's results, one index build
 
     results: dict[str, SuiteResult] = {}
-    by_suite = {suites_json[m]["name"]: (m, Path(p)) for m, p in tables.items()}
+    by_suite = {suites_json[m]["name"]: (m, p) for m, p in tables.items()}
     for vres in cp_result.run_results.values():
         model, path = by_suite[vres.suite_name]
         failed, row_count = [], None

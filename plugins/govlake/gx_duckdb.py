@@ -29,6 +29,7 @@ import logging
 import os
 import pkgutil
 import threading
+import weakref
 from contextlib import contextmanager
 from typing import Any
 
@@ -44,6 +45,7 @@ DIALECT = "duckdb"
 
 _lock = threading.Lock()
 _installed = False
+_open_engines: "weakref.WeakSet[Any]" = weakref.WeakSet()  # execution engines holding a persisted connection
 _patched_modules: list[str] = []
 
 
@@ -95,6 +97,7 @@ def install() -> list[str]:
                 return
             if self._connection is None or self._connection.closed:
                 self._connection = self.engine.connect()
+                _open_engines.add(self)
             yield self._connection  # kept open: results are read after this block
 
         def close(self) -> None:
@@ -133,13 +136,29 @@ def install() -> list[str]:
         return list(_patched_modules)
 
 
+def close_all() -> int:
+    """Close every persisted DuckDB connection of GX execution engines and dispose their pools
+    (a checkpoint may run on engine instances other than the data source's). Needed before the
+    same process opens a DuckDB file a validation read with another configuration (read-only).
+    Returns how many engines were closed."""
+    n = 0
+    for eng in list(_open_engines):
+        try:
+            eng.close()
+            eng.engine.dispose()
+        finally:
+            _open_engines.discard(eng)
+            n += 1
+    return n
+
+
 def connection_string(database: str = ":memory:") -> str:
     return f"duckdb:///{database}"
 
 
-def engine_kwargs(threads: int | None = None, memory_limit: str | None = None) -> dict:
+def engine_kwargs(threads: int | None = None, memory_limit: str | None = None, read_only: bool = False) -> dict:
     """``create_engine`` kwargs for a validation engine: bounded threads/memory, no extensions
-    auto-installed from the network."""
+    auto-installed from the network; ``read_only`` for a database file a gate must not change."""
     cfg: dict[str, Any] = {
         "autoinstall_known_extensions": False,
         "autoload_known_extensions": False,
@@ -149,4 +168,11 @@ def engine_kwargs(threads: int | None = None, memory_limit: str | None = None) -
         cfg["threads"] = threads
     if memory_limit:
         cfg["memory_limit"] = memory_limit
-    return {"connect_args": {"config": cfg}}
+    args: dict[str, Any] = {"config": cfg}
+    out: dict[str, Any] = {"connect_args": args}
+    if read_only:
+        from sqlalchemy.pool import NullPool
+
+        args["read_only"] = True
+        out["poolclass"] = NullPool  # a connection GX gives back is closed, not kept in a pool
+    return out

@@ -74,9 +74,14 @@ GATED_TABLE = "main.govlake_gated_batches"  # created by dbt on-run-start (macro
 
 def build_standardized(lake: Lake, run_id: str, *, full_refresh: bool = False) -> dict:
     """Standardize the raw batches not standardized yet (docs/adr/0008): the chk_ tables are
-    incremental per batch; this run's stg_*/quarantine_rows files hold the batches that have
-    not passed the standardized gate yet. ``full_refresh`` recomputes every batch (needed after
-    a change to the standards macros, the value maps or the source metadata)."""
+    incremental per batch; this run's stg_ views and quarantine_rows file hold the batches that
+    have not passed the standardized gate yet. ``full_refresh`` recomputes every batch (needed
+    after a change to the standards macros, the value maps or the source metadata).
+
+    When the dbt project is the one of the last standardized build, only the feeds with a new
+    batch are built: the chk_ tables of the other feeds and the seeds are left out
+    (:func:`standardized_exclusions`); the stg_ views (cheap) and quarantine_rows always run,
+    so the row-conservation test covers every feed."""
 
     build_dir = lake.candidate(run_id)
     if not full_refresh:
@@ -85,19 +90,37 @@ def build_standardized(lake: Lake, run_id: str, *, full_refresh: bool = False) -
             log.info("standardized build of run %s skipped: %s", run_id, reason)
             return {"seconds": 0.0, "build_dir": str(build_dir), "counts": feed_counts(lake, run_id),
                     "skipped": reason}
-    args = ["build", "--indirect-selection", "cautious"]
+    args = ["build", "--indirect-selection", "buildable"]
+    fingerprint = project_fingerprint()  # before the build: a project edited meanwhile is rebuilt next time
+    exclude = None
     if full_refresh:
         args.append("--full-refresh")
         _clear_gated(lake)
-    fingerprint = project_fingerprint()  # before the build: a project edited meanwhile is rebuilt next time
-    run = run_dbt(args, lake=lake, build_dir=build_dir, select=STANDARDIZED_SELECT)
+    else:
+        exclude = standardized_exclusions(lake, fingerprint)
+    run = run_dbt(args, lake=lake, build_dir=build_dir, select=STANDARDIZED_SELECT, exclude=exclude)
     _record_build(lake, STD_BUILDS_TABLE, "fingerprint", run_id, fingerprint)
     q = build_dir / "standardized" / "quarantine_rows.parquet"
     if q.exists():  # the quarantine zone keeps every run's rejected rows
         dest = lake.quarantine_rows_run(run_id)
         dest.mkdir(parents=True, exist_ok=True)
         shutil.copy2(q, dest / "quarantine_rows.parquet")
-    return {"seconds": round(run.seconds, 2), "build_dir": str(build_dir), "counts": feed_counts(lake, run_id)}
+    out = {"seconds": round(run.seconds, 2), "build_dir": str(build_dir), "counts": feed_counts(lake, run_id)}
+    if exclude:
+        out["excluded"] = exclude
+    return out
+
+
+def standardized_exclusions(lake: Lake, fingerprint: str) -> str | None:
+    """What a standardized build can leave out (a dbt ``--exclude``), or None (build all): when
+    the last standardized build ran with this dbt project, the seeds (loaded then, unchanged)
+    and the chk_ tables of the feeds without a batch to standardize (nothing new to append)."""
+    row = _last_build(lake, STD_BUILDS_TABLE, "fingerprint")
+    if not row or row[1] != fingerprint:
+        return None
+    pending = {b.split("/")[0] for b in ungated_batches(lake)}
+    idle = [f"chk_{d.dept}__{d.name}" for d in metadata.datasets() if d.id not in pending]
+    return " ".join(["resource_type:seed", *idle])
 
 
 def build_shared(lake: Lake, run_id: str, *, full_refresh: bool = False) -> dict:
@@ -106,34 +129,82 @@ def build_shared(lake: Lake, run_id: str, *, full_refresh: bool = False) -> dict
     a change of supersession) are recomputed; a new full snapshot of a feed, a first build or
     ``full_refresh`` recompute everything. The product Parquet files of the run are ordered
     COPYs of those tables. After a complete build the pending touched-key tables are dropped;
-    after a failed one they stay and the next build redoes a superset of the keys."""
+    after a failed one they stay and the next build redoes a superset of the keys.
+
+    Only what a changed feed reaches is built (:func:`shared_selection`): when the last complete
+    shared build ran with this dbt project, the models downstream of the feeds whose batches or
+    ledger entries changed since; every other product file is that build's, linked into this
+    run's candidate folder (same inputs, same bytes). Nothing changed: no dbt invocation."""
 
     build_dir = lake.candidate(run_id)
-    state = shared_state(lake)  # before the build (the build changes none of its inputs)
+    inputs = shared_inputs(lake)  # before the build (the build changes none of its inputs)
+    state = _state_text(inputs)
     if not full_refresh:
         reused = _reuse_shared_outputs(lake, run_id, state)
         if reused:  # nothing the shared layer reads changed: its outputs are those of that run
             log.info("shared build of run %s skipped: %s", run_id, reused["skipped"])
             return {"seconds": 0.0, "build_dir": str(build_dir), **reused}
-    args = ["build", "--indirect-selection", "cautious"]
+    args = ["build", "--indirect-selection", "buildable"]
+    plan = None if full_refresh else shared_selection(lake, run_id, inputs)
     if full_refresh:
         args.append("--full-refresh")
-    run = run_dbt(args, lake=lake, build_dir=build_dir, select=SHARED_SELECT)
+    run = run_dbt(args, lake=lake, build_dir=build_dir, select=plan["select"] if plan else SHARED_SELECT)
+    out = {"seconds": round(run.seconds, 2), "build_dir": str(build_dir)}
+    if plan:
+        built = {n["name"] for n in run.nodes}
+        kept = [m for m in shared_products() if m not in built]
+        _link_outputs(lake.candidate(plan["from_run"]), build_dir, kept)
+        out.update(changed_feeds=plan["changed"], reused_from=plan["from_run"], reused=kept)
     _clear_pending(lake)
     if state:
         _record_build(lake, SHARED_BUILDS_TABLE, "state", run_id, state)
-    return {"seconds": round(run.seconds, 2), "build_dir": str(build_dir)}
+    return out
+
+
+def shared_selection(lake: Lake, run_id: str, inputs: dict | None) -> dict | None:
+    """The dbt selection of a shared build that builds only what changed, or None (build all):
+    when the last complete shared build had the same dbt project and versions (``base``) and its
+    product files are still there, the feeds whose inputs differ (``feeds``: ledger entries and
+    gated batches) select their int_ model and everything downstream (``int_<feed>+``), plus
+    int_superseded_batches (the ledger's supersessions, read by every int_ model)."""
+    if not inputs:
+        return None
+    row = _last_build(lake, SHARED_BUILDS_TABLE, "state")
+    prev = _state_value(row[1]) if row else None
+    if not prev or prev.get("base") != inputs["base"] or row[0] == run_id:
+        return None
+    if any(not output_path(lake.candidate(row[0]), m).is_file() for m in shared_products()):
+        return None
+    changed = sorted(f for f, d in inputs["feeds"].items() if prev.get("feeds", {}).get(f) != d)
+    if not changed:
+        return None  # (the outputs are reused whole before this is asked)
+    models = ["int_superseded_batches"] + [f"int_{f.replace('.', '__')}+" for f in changed]
+    return {"select": " ".join(models), "changed": changed, "from_run": row[0]}
+
+
+def _link_outputs(src_build: Path, dest_build: Path, models: list[str]) -> None:
+    """Hard-link (or copy) the Parquet outputs ``models`` of one candidate folder into another."""
+    for m in models:
+        src, dest = output_path(src_build, m), output_path(dest_build, m)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.exists():
+            dest.unlink()
+        try:
+            os.link(src, dest)
+        except OSError:
+            shutil.copy2(src, dest)
 
 
 SHARED_BUILDS_TABLE = "main.govlake_shared_builds"
 
 
-def shared_state(lake: Lake) -> str | None:
-    """A digest of everything a complete shared build reads: the dbt project (models, macros,
-    seeds), the dbt/DuckDB versions, the ledger (batches, supersessions: raw/_ledger.parquet)
-    and the batches that passed the standardized gate (the chk_ rows the int_ models take).
-    ``None`` when it cannot stand for the layer's state: batches not gated yet (the
-    standardized layer is not up to date) or touched-key bookkeeping of an unfinished build."""
+def shared_inputs(lake: Lake) -> dict | None:
+    """Digests of everything a complete shared build reads: ``base`` — the dbt project (models,
+    macros, seeds) and the dbt/DuckDB versions; ``feeds`` — per feed, its ledger entries
+    (batches, supersessions: raw/_ledger.parquet) and its batches that passed the standardized
+    gate (the chk_ rows the int_ models take). ``None`` when they cannot stand for the layer's
+    state: batches not gated yet (the standardized layer is not up to date) or touched-key
+    bookkeeping of an unfinished build."""
     from importlib.metadata import version
 
     fingerprint = project_fingerprint()
@@ -153,14 +224,34 @@ def shared_state(lake: Lake) -> str | None:
         con.close()
     if pending:
         return None
-    h = hashlib.sha256()
-    h.update(fingerprint.encode())
-    h.update(f"duckdb {duckdb.__version__} dbt-core {version('dbt-core')} dbt-duckdb {version('dbt-duckdb')}".encode())
+    base = hashlib.sha256()
+    base.update(fingerprint.encode())
+    base.update(f"duckdb {duckdb.__version__} dbt-core {version('dbt-core')} dbt-duckdb {version('dbt-duckdb')}".encode())
+    feeds = {d.id: hashlib.sha256() for d in metadata.datasets()}
     for e in sorted(Ledger(lake).all(), key=lambda e: (e.dept, e.dataset, e.batch_id or "", e.source_file)):
+        h = feeds.setdefault(f"{e.dept}.{e.dataset}", hashlib.sha256())
         h.update(json.dumps([e.dept, e.dataset, e.batch_id, e.status, e.superseded_by, e.delivery_date,
                              e.source_file, e.sha256, e.rows], default=str).encode("utf-8"))
-    h.update(json.dumps(gated).encode("utf-8"))
-    return h.hexdigest()
+    for dept, dataset, batch in gated:
+        feeds.setdefault(f"{dept}.{dataset}", hashlib.sha256()).update(f"gated {batch}\n".encode("utf-8"))
+    return {"base": base.hexdigest(), "feeds": {f: h.hexdigest() for f, h in sorted(feeds.items())}}
+
+
+def shared_state(lake: Lake) -> str | None:
+    """:func:`shared_inputs` as the text a shared build records (None: no reusable state)."""
+    return _state_text(shared_inputs(lake))
+
+
+def _state_text(inputs: dict | None) -> str | None:
+    return json.dumps(inputs, sort_keys=True) if inputs else None
+
+
+def _state_value(text: str | None) -> dict | None:
+    try:
+        v = json.loads(text or "")
+    except ValueError:
+        return None  # recorded by an earlier version (one digest): not comparable per feed
+    return v if isinstance(v, dict) and "base" in v and "feeds" in v else None
 
 
 def _record_build(lake: Lake, table: str, column: str, run_id: str, value: str) -> None:
@@ -284,14 +375,15 @@ def _clear_pending(lake: Lake) -> None:
 
 
 # ------------------------------------------------------------------------------ gates
-def gate_layer(lake: Lake, run_id: str, layer: str, models: list[str], *, dag_id: str | None = None,
+def gate_layer(lake: Lake, run_id: str, layer: str, models: list[str] | dict, *, dag_id: str | None = None,
                task_id: str | None = None, raise_on_failure: bool = True):
-    """Validate the layer's candidate files; record the verdicts; raise GateFailed on failure
-    (unless ``raise_on_failure`` is false: the shared layer holds failing products one by one
-    in :func:`publish_layer` while the others publish)."""
+    """Validate the layer's candidates (``models``: names of Parquet outputs of the run, or
+    model -> Parquet file / ``gate.LakeRelation``); record the verdicts; raise GateFailed on
+    failure (unless ``raise_on_failure`` is false: the shared layer holds failing products one
+    by one in :func:`publish_layer` while the others publish)."""
 
     build_dir = lake.candidate(run_id)
-    tables = {m: output_path(build_dir, m) for m in models}
+    tables = models if isinstance(models, dict) else {m: output_path(build_dir, m) for m in models}
     result = gate.validate(lake, layer, tables, run_id)
     for sr in result.suite_results.values():
         record_gate_result(lake, run_id=run_id, layer=layer, model=sr.model, suite=sr.suite,
@@ -306,22 +398,72 @@ def gate_layer(lake: Lake, run_id: str, layer: str, models: list[str], *, dag_id
 
 
 def run_batches(lake: Lake, run_id: str) -> dict[str, list[str]]:
-    """dept.dataset -> batch ids this run standardized (in its stg_ or quarantine_rows file)."""
+    """dept.dataset -> batch ids this run standardized: those with valid rows in the feed's stg_
+    view (the chk_ rows of batches not gated yet), with rows in the run's quarantine_rows file,
+    or recorded as gated by this run (so the answer holds before and after the gate)."""
 
     build_dir = lake.candidate(run_id)
-    con = duckdb.connect()
     out: dict[str, set[str]] = {}
-    for ds in metadata.datasets():
-        p = output_path(build_dir, f"stg_{ds.dept}__{ds.name}")
-        if p.exists():
-            out.setdefault(ds.id, set()).update(
-                r[0] for r in con.execute(f"select distinct _batch_id from read_parquet('{p}')").fetchall())
+    if lake.duckdb_path.exists():
+        con = duckdb.connect(str(lake.duckdb_path), read_only=True)
+        try:
+            for ds in metadata.datasets():
+                try:
+                    out.setdefault(ds.id, set()).update(r[0] for r in con.execute(
+                        f'select distinct _batch_id from main."stg_{ds.dept}__{ds.name}"').fetchall())
+                except duckdb.CatalogException:
+                    pass  # no standardized build yet
+            try:
+                for dept, dataset, b in con.execute(
+                        f"select dept, dataset, batch_id from {GATED_TABLE} where run_id = ?", [run_id]).fetchall():
+                    out.setdefault(f"{dept}.{dataset}", set()).add(b)
+            except duckdb.CatalogException:
+                pass
+        finally:
+            con.close()
     q = output_path(build_dir, "quarantine_rows")
     if q.exists():
+        con = duckdb.connect()
         for dept, dataset, b in con.execute(
                 f"select distinct dept, dataset, _batch_id from read_parquet('{q}')").fetchall():
             out.setdefault(f"{dept}.{dataset}", set()).add(b)
     return {k: sorted(v) for k, v in sorted(out.items()) if v}
+
+
+STANDARDIZED_LINEAGE = ("_batch_id", "_source_file", "_source_sha256", "_row_number", "_delivery_date")
+
+
+def standardized_rows(lake: Lake, run_id: str, ds: metadata.Dataset):
+    """The standardized rows a run produced for a feed, as an Arrow table: the valid chk_ rows
+    of the batches the run standardized (:func:`run_batches`), with the columns of its stg_
+    view (data elements, then lineage). What the run's gate validated, before or after it."""
+    batches = run_batches(lake, run_id).get(ds.id, [])
+    cols = ", ".join(f'"{c.element}"' for c in ds.columns) + ", " + ", ".join(STANDARDIZED_LINEAGE)
+    con = duckdb.connect(str(lake.duckdb_path), read_only=True)
+    try:
+        return con.sql(f'select {cols} from main."chk_{ds.dept}__{ds.name}" where len(_errors) = 0 '
+                       "and list_contains($batches, _batch_id) order by _batch_id, _source_file, _row_number",
+                       params={"batches": batches}).to_arrow_table()
+    finally:
+        con.close()
+
+
+def standardized_candidates(lake: Lake, run_id: str) -> dict[str, gate.LakeRelation]:
+    """stg_ model -> its view in the lake's DuckDB file, for the feeds with valid rows not gated
+    yet: the standardized layer's candidates are gated where dbt left them (the chk_ rows), never
+    written out as Parquet (issue 16: one pass less over the data)."""
+    out = {}
+    con = duckdb.connect(str(lake.duckdb_path), read_only=True)
+    try:
+        for m in staging_models():
+            try:
+                if con.execute(f'select 1 from main."{m}" limit 1').fetchone():
+                    out[m] = gate.LakeRelation(lake.duckdb_path, m)
+            except duckdb.CatalogException:
+                pass
+    finally:
+        con.close()
+    return out
 
 
 def _clear_gated(lake: Lake) -> None:
@@ -353,9 +495,10 @@ def _record_gated(lake: Lake, run_id: str, batches: dict[str, list[str]]) -> Non
 
 
 def gate_standardized(lake: Lake, run_id: str, **kw):
-    """Validate this run's standardized outputs: the stg_ files that have rows (feeds with no
-    new batch have none: nothing new to validate) and quarantine_rows. On success the batches
-    are recorded as gated, so later runs neither rewrite nor revalidate them."""
+    """Validate this run's standardized outputs: the stg_ views that have rows (the valid chk_
+    rows of batches not gated yet; feeds with no new batch have none: nothing new to validate)
+    and quarantine_rows. On success the batches are recorded as gated, so later runs neither
+    rewrite nor revalidate them (and the stg_ views are empty)."""
 
     build_dir = lake.candidate(run_id)
     batches = run_batches(lake, run_id)
@@ -366,10 +509,8 @@ def gate_standardized(lake: Lake, run_id: str, **kw):
             result = gate.carried_result(lake, "standardized", run_id, [], None, {})
             _gate_pickle(lake, run_id, "standardized").write_bytes(pickle.dumps(result))
             return result
-    models = [m for m, ds in zip(staging_models(), metadata.datasets())
-              if ds.id in batches and output_path(build_dir, m).exists()
-              and duckdb.connect().execute(f"select count(*) from read_parquet('{output_path(build_dir, m)}')").fetchone()[0]]
-    result = gate_layer(lake, run_id, "standardized", models + ["quarantine_rows"], **kw)
+    tables = {**standardized_candidates(lake, run_id), "quarantine_rows": output_path(build_dir, "quarantine_rows")}
+    result = gate_layer(lake, run_id, "standardized", tables, **kw)
     _record_gated(lake, run_id, batches)
     return result
 
@@ -663,29 +804,37 @@ def build_docs(lake: Lake, run_id: str) -> str:
 
 # ------------------------------------------------------------------------------ reporting
 def feed_counts(lake: Lake, run_id: str) -> list[dict]:
-    """Per feed: raw rows in, standardized rows, quarantined rows by rule, over the batches this
-    run standardized (every batch on a first build; only new ones afterwards)."""
+    """Per feed: raw rows in, standardized rows (the valid chk_ rows), quarantined rows by rule,
+    over the batches this run standardized (every batch on a first build; only new ones afterwards)."""
     build = lake.candidate(run_id) / "standardized"
     con = duckdb.connect()
     out = []
     qfile = build / "quarantine_rows.parquet"
     batches = run_batches(lake, run_id)
-    for ds in metadata.datasets():
-        raw_n = 0
-        files = [str(f) for b in batches.get(ds.id, []) for f in sorted(lake.raw_batch(ds.dept, ds.name, b).glob("*.parquet"))]
-        if files:
-            raw_n = con.execute("select sum(num_rows) from parquet_file_metadata(?)", [files]).fetchone()[0]
-        stg = build / f"stg_{ds.dept}__{ds.name}.parquet"
-        stg_n = con.execute(f"select count(*) from read_parquet('{stg}')").fetchone()[0] if stg.exists() else 0
-        reasons = {}
-        q_rows = 0
-        if qfile.exists():
-            reasons = dict(con.execute(
-                f"select rule, count(distinct (_source_file, _row_number)) from read_parquet('{qfile}') "
-                f"where dept = ? and dataset = ? group by rule order by 2 desc", [ds.dept, ds.name]).fetchall())
-            q_rows = con.execute(
-                f"select count(distinct (_batch_id, _row_number)) from read_parquet('{qfile}') "
-                f"where dept = ? and dataset = ?", [ds.dept, ds.name]).fetchone()[0]
-        out.append({"dataset": ds.id, "raw_rows": raw_n, "standardized": stg_n, "quarantined": q_rows,
-                    "reasons": reasons})
+    lake_con = duckdb.connect(str(lake.duckdb_path), read_only=True) if batches else None
+    try:
+        for ds in metadata.datasets():
+            raw_n = stg_n = 0
+            ids = batches.get(ds.id, [])
+            files = [str(f) for b in ids for f in sorted(lake.raw_batch(ds.dept, ds.name, b).glob("*.parquet"))]
+            if files:
+                raw_n = con.execute("select sum(num_rows) from parquet_file_metadata(?)", [files]).fetchone()[0]
+            if ids:
+                stg_n = lake_con.execute(
+                    f'select count(*) from main."chk_{ds.dept}__{ds.name}" where len(_errors) = 0 '
+                    "and list_contains(?, _batch_id)", [ids]).fetchone()[0]
+            reasons = {}
+            q_rows = 0
+            if qfile.exists():
+                reasons = dict(con.execute(
+                    f"select rule, count(distinct (_source_file, _row_number)) from read_parquet('{qfile}') "
+                    f"where dept = ? and dataset = ? group by rule order by 2 desc", [ds.dept, ds.name]).fetchall())
+                q_rows = con.execute(
+                    f"select count(distinct (_batch_id, _row_number)) from read_parquet('{qfile}') "
+                    f"where dept = ? and dataset = ?", [ds.dept, ds.name]).fetchone()[0]
+            out.append({"dataset": ds.id, "raw_rows": raw_n, "standardized": stg_n, "quarantined": q_rows,
+                        "reasons": reasons})
+    finally:
+        if lake_con is not None:
+            lake_con.close()
     return out

@@ -51,6 +51,13 @@ def q(sql: str, params=None):
 
 
 def parquet(run, model: str) -> str:
+    if model.startswith("stg_"):  # a view over chk_ in the lake's DuckDB file (no Parquet of its own)
+        p = run.build_dir.parent / "stg_export" / f"{model}.parquet"
+        if not p.exists():
+            p.parent.mkdir(exist_ok=True)
+            with duckdb.connect(str(Lake(run.build_dir.parents[1]).duckdb_path), read_only=True) as con:
+                con.execute(f"copy (select * from main.{model}) to '{p}' (format parquet)")
+        return "'" + str(p) + "'"
     p = output_path(run.build_dir, model)
     assert p.exists(), f"{model} was not written to {p}"
     return "'" + str(p) + "'"
@@ -68,8 +75,7 @@ def int_table(lake: Lake, model: str, cols: str = "*"):
 
 def test_build_writes_every_layer_output_as_zstd_parquet(built):
     lake, run, _, _ = built
-    stg = {f"stg_{d.dept}__{d.name}" for d in metadata.datasets()}
-    expected = stg | {"quarantine_rows", "population_base", "legal_entity_base", "marriage_household_check"}
+    expected = {"quarantine_rows", "population_base", "legal_entity_base", "marriage_household_check"}
     expected |= {d.resource for d in metadata.datasets()}  # ds_ shared resources (ADR 0015)
     assert set(run.outputs()) == expected
     for model in expected:
@@ -300,8 +306,8 @@ def test_unique_columns_catches_a_repeated_key(built):
 def test_every_kept_layer_file_has_a_final_order_by(built):
     """DuckDB runs with preserve_insertion_order false (profiles.yml), so a layer file's row order,
     and with it its bytes (incremental vs full rebuild, test_incremental), is fixed only by an
-    ORDER BY: every product's and quarantine_rows' compiled SQL must end with one. The stg_ files
-    (a run's gate input) are deliberately unsorted (govlake_stage)."""
+    ORDER BY: every product's and quarantine_rows' compiled SQL must end with one. The stg_
+    models (a run's gate input) are views over chk_, not files (govlake_stage)."""
     import json
     import re
 
@@ -311,8 +317,10 @@ def test_every_kept_layer_file_has_a_final_order_by(built):
     external = [n for n in manifest["nodes"].values()
                 if n["resource_type"] == "model" and n["config"].get("materialized") == "external"]
     feeds = metadata.datasets()
-    assert len(external) == 2 * len(feeds) + 4  # stg_ and ds_ per feed, quarantine_rows, three products
-    kept = [n for n in external if not n["name"].startswith("stg_")]
+    assert len(external) == len(feeds) + 4  # ds_ per feed, quarantine_rows, three products
+    assert all(n["config"].get("materialized") == "view"
+               for n in manifest["nodes"].values() if n["name"].startswith("stg_"))
+    kept = external
     assert sorted(n["name"] for n in kept) == sorted(["legal_entity_base", "marriage_household_check",
                                                       "population_base", "quarantine_rows"]
                                                      + [d.resource for d in feeds])
@@ -343,7 +351,6 @@ def test_next_run_reuses_the_parse_and_writes_into_its_own_build_dir(built, tmp_
     assert "Running with dbt" in text
     assert "Unable to do partial parsing" not in text, [
         line for line in text.splitlines() if "partial parsing" in line]
-    assert output_path(other, "stg_tax__taxpayer_registration").exists()
     assert [n["status"] for n in run.nodes if n["name"] == "stg_tax__taxpayer_registration"] == ["success"]
 
 

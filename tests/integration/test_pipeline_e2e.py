@@ -50,16 +50,17 @@ def test_standardized_values_equal_truth(pipeline):
     _, run_id = _transform(results)
     con = duckdb.connect()
     for ds in metadata.datasets():
-        stg = lake.candidate(run_id) / "standardized" / f"stg_{ds.dept}__{ds.name}.parquet"
+        con.register("stg", transform.standardized_rows(lake, run_id, ds))  # what the gate validated
+        stg = "stg"
         t = truth / ds.dept / f"{ds.name}.parquet"
         n_valid = con.execute(f"select count(*) from '{t}' where valid").fetchone()[0]
-        n_stg = con.execute(f"select count(*) from '{stg}'").fetchone()[0]
+        n_stg = con.execute(f"select count(*) from {stg}").fetchone()[0]
         assert n_valid == n_stg, f"{ds.id}: {n_valid} valid rows in truth, {n_stg} standardized"
         for col in ds.columns:
             e = col.element
             bad = con.execute(
                 f"""select t._row_number, t."{e}", cast(s."{e}" as varchar)
-                    from '{t}' t left join '{stg}' s using (_source_file, _row_number)
+                    from '{t}' t left join {stg} s using (_source_file, _row_number)
                     where t.valid and coalesce(t."{e}", '<null>') <> coalesce(cast(s."{e}" as varchar), '<null>')
                     order by 1 limit 5""").fetchall()
             assert not bad, f"{ds.id}.{e} (from {col.name}): (row, truth, standardized) {bad}"
@@ -96,9 +97,10 @@ def test_row_conservation_per_feed_and_batch(pipeline):
     build = lake.candidate(run_id) / "standardized"
     con = duckdb.connect()
     for ds in metadata.datasets():
+        con.register("stg_rows", transform.standardized_rows(lake, run_id, ds))
         rows = con.execute(f"""
             with raw as (select _batch_id, count(*) n from read_parquet('{lake.raw_glob(ds.dept, ds.name)}') group by 1),
-                 stg as (select _batch_id, count(*) n from '{build / f"stg_{ds.dept}__{ds.name}.parquet"}' group by 1),
+                 stg as (select _batch_id, count(*) n from stg_rows group by 1),
                  q as (select _batch_id, count(distinct _row_number) n from '{build / "quarantine_rows.parquet"}'
                        where dept = '{ds.dept}' and dataset = '{ds.name}' group by 1)
             select raw._batch_id, raw.n, coalesce(stg.n, 0), coalesce(q.n, 0)

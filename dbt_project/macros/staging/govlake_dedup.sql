@@ -72,7 +72,7 @@ select * from current_rows
 {#- The current rows of a feed (over the CTE ``live``): a snapshot feed keeps its latest full
     delivery date (over every raw row of chk_, so an all-quarantined delivery still replaces the
     previous snapshot) plus change files delivered on or after it; an incremental feed keeps
-    every live batch. Used by govlake_dedup and govlake_resource: one rule. -#}
+    every live batch (govlake_resource projects the int_ table govlake_dedup builds: one rule). -#}
 {% macro glx_current_rows(chk, superseded, dept, dataset, delivery) -%}
 {%- if delivery == 'snapshot' -%}
 latest_date as (
