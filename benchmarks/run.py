@@ -327,7 +327,7 @@ def _household_equal_work(runs: dict) -> str | None:
     if problems:
         return "WARNING, not equal work: " + "; ".join(problems)
     return (f"ok: {check['raw_rows']:,} raw = {check['standardized']:,} standardized + {check['quarantined']:,} "
-            f"quarantined, {where}; stg Parquet in the candidate build dir")
+            f"quarantined, {where}; the standardized rows are the stg_ view over chk_")
 
 
 def report(res: dict, console=None) -> list[str]:

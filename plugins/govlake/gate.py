@@ -46,9 +46,52 @@ class LakeRelation:
 
     database: Path
     name: str
+    where: str | None = None  # a condition on the relation's rows (e.g. the batches a run added)
 
     def __str__(self) -> str:
-        return f"{self.database}::{self.name}"
+        return f"{self.database}::{self.name}" + (f" where {self.where}" if self.where else "")
+
+    def sql(self) -> str:
+        return f'select * from main."{self.name}"' + (f" where {self.where}" if self.where else "")
+
+
+@dataclass(frozen=True)
+class Scoped:
+    """A candidate Parquet file validated on the rows of some keys only (issue 16): the rows whose
+    key (``keys``, the columns of the Parquet file ``touched``) a build recomputed. Every other row
+    is, by construction, a row of the version the reviewed suite already passed (the caller
+    checks that). Row-level expectations (values, and uniqueness of the key: a duplicate of a
+    touched key has that key too) run on those rows; table-level ones (``expect_table_*``: row
+    count, columns) and any other on the whole file."""
+
+    path: Path
+    touched: Path
+    keys: tuple[str, ...]
+    why: str = ""
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+
+#: row-level expectation types a key-scoped validation may run on the touched rows only
+SCOPABLE = {"expect_column_values_to_not_be_null", "expect_column_values_to_match_regex",
+            "expect_column_values_to_not_match_regex", "expect_column_values_to_be_between",
+            "expect_column_values_to_be_in_set", "expect_column_values_to_be_unique",
+            "expect_compound_columns_to_be_unique", "expect_column_value_lengths_to_be_between"}
+
+
+def scopable(e: dict, keys: tuple[str, ...]) -> bool:
+    """May expectation ``e`` run on the rows of the touched keys only? Row-level checks of values
+    yes; uniqueness only of the key itself (the scoped rows hold every row of a touched key)."""
+    t = e["type"]
+    if t not in SCOPABLE:
+        return False
+    kw = e.get("kwargs") or {}
+    if t == "expect_column_values_to_be_unique":
+        return (kw.get("column"),) == tuple(keys)
+    if t == "expect_compound_columns_to_be_unique":
+        return sorted(kw.get("column_list") or []) == sorted(keys)
+    return True
 
 
 class GateError(RuntimeError):
@@ -107,6 +150,7 @@ class SuiteResult:
     docs_page: str | None = None
     suite_sha256: str | None = None  # the reviewed suite (and its overrides) it was run with
     skipped: str | None = None  # set when not run: why an earlier verdict stands (see carried_result)
+    scope: str | None = None  # set when row-level expectations ran on the touched keys only (Scoped)
 
 
 @dataclass
@@ -162,6 +206,7 @@ class GateResult:
                     "docs_page": r.docs_page,
                     "suite_sha256": r.suite_sha256,
                     "skipped": r.skipped,
+                    "scope": getattr(r, "scope", None),
                     "failed": [asdict(f) for f in r.failed],
                 }
                 for m, r in self.suite_results.items()
@@ -304,13 +349,28 @@ def _sql_literal(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
-def validate(lake: Lake, layer: str, tables: dict[str, Path | LakeRelation], run_id: str, *,
+def _query_of(candidate, *, scoped: bool) -> str:
+    """The SQL a validation reads: a LakeRelation's rows, a Parquet file, or (``scoped``) the
+    rows of a Scoped file whose key is one of its touched keys."""
+    if isinstance(candidate, LakeRelation):
+        return candidate.sql()
+    path = candidate.path if isinstance(candidate, Scoped) else candidate
+    query = f"select * from read_parquet({_sql_literal(Path(path))})"
+    if scoped:
+        on = " and ".join(f'c."{k}" is not distinct from t."{k}"' for k in candidate.keys)
+        query = (f"select c.* from read_parquet({_sql_literal(Path(path))}) as c "
+                 f"semi join read_parquet({_sql_literal(Path(candidate.touched))}) as t on {on}")
+    return query
+
+
+def validate(lake: Lake, layer: str, tables: dict[str, Path | LakeRelation | Scoped], run_id: str, *,
              today: dt.date | None = None, threads: int | None = None,
              memory_limit: str | None = None) -> GateResult:
     """Validate each candidate table of ``layer`` against its reviewed suite.
 
-    ``tables`` maps model name -> Parquet file (or glob), or a ``LakeRelation`` (all of one
-    DuckDB file, which the validation opens read-only). Never raises on bad data: the verdict
+    ``tables`` maps model name -> Parquet file (or glob), a ``LakeRelation`` (all of one
+    DuckDB file, which the validation opens read-only) or a ``Scoped`` Parquet file (its
+    row-level expectations on the touched keys' rows, the others on the whole file). Never raises on bad data: the verdict
     is in the result (call ``check``). Raises ``GateError`` if the gate cannot run.
     """
     import great_expectations as gx
@@ -326,6 +386,9 @@ def validate(lake: Lake, layer: str, tables: dict[str, Path | LakeRelation], run
         if isinstance(p, LakeRelation):
             if not p.database.is_file():
                 raise GateError(f"{layer} model {m}: candidate {p}: no DuckDB file {p.database}")
+        elif isinstance(p, Scoped):
+            if not Path(p.path).is_file() or not Path(p.touched).is_file():
+                raise GateError(f"{layer} model {m}: candidate {p.path} or its touched keys {p.touched} do not exist")
         elif not any(Path(p).parent.glob(Path(p).name)):
             raise GateError(f"{layer} model {m}: candidate {p} does not exist")
     gx_duckdb.install()
@@ -344,14 +407,24 @@ def validate(lake: Lake, layer: str, tables: dict[str, Path | LakeRelation], run
     )
     params = {"today": (today or dt.date.today()).isoformat()}
     vdefs = []
+    by_suite: dict[str, str] = {}  # GX suite name -> model
     for model, path in tables.items():
-        source = (f'main."{path.name}"' if isinstance(path, LakeRelation)
-                  else f"read_parquet({_sql_literal(Path(path))})")
-        asset = ds.add_query_asset(name=model, query=f"select * from {source}")
-        bdef = asset.add_batch_definition_whole_table(name=f"{model}__candidate")
-        suite = ctx.suites.add(_build_suite(suites_json[model]))
-        vdefs.append(ctx.validation_definitions.add(
-            gx.ValidationDefinition(name=f"{layer}__{model}", data=bdef, suite=suite)))
+        doc = suites_json[model]
+        parts = [(model, doc, _query_of(path, scoped=False))]
+        if isinstance(path, Scoped):  # row-level part on the touched keys' rows, the rest whole
+            rows = [e for e in doc["expectations"] if scopable(e, path.keys)]
+            whole = [e for e in doc["expectations"] if not scopable(e, path.keys)]
+            parts = [(model, {**doc, "expectations": rows}, _query_of(path, scoped=True))]
+            if whole:
+                parts.append((f"{model}__whole_table", {**doc, "name": doc["name"] + ".whole_table",
+                                                        "expectations": whole}, _query_of(path, scoped=False)))
+        for name, d, query in parts:
+            asset = ds.add_query_asset(name=name, query=query)
+            bdef = asset.add_batch_definition_whole_table(name=f"{name}__candidate")
+            suite = ctx.suites.add(_build_suite(d))
+            by_suite[d["name"]] = model
+            vdefs.append(ctx.validation_definitions.add(
+                gx.ValidationDefinition(name=f"{layer}__{name}", data=bdef, suite=suite)))
     cp = ctx.checkpoints.add(gx.Checkpoint(
         name=f"gate_{layer}",
         validation_definitions=vdefs,
@@ -368,9 +441,9 @@ def validate(lake: Lake, layer: str, tables: dict[str, Path | LakeRelation], run
     ctx.build_data_docs(site_names=["govlake"])  # every page of this run's results, one index build
 
     results: dict[str, SuiteResult] = {}
-    by_suite = {suites_json[m]["name"]: (m, p) for m, p in tables.items()}
     for vres in cp_result.run_results.values():
-        model, path = by_suite[vres.suite_name]
+        model = by_suite[vres.suite_name]
+        path = tables[model]
         failed, row_count = [], None
         for er in vres.results:
             cfg = er.expectation_config
@@ -397,10 +470,15 @@ def validate(lake: Lake, layer: str, tables: dict[str, Path | LakeRelation], run
                 examples=_jsonable(res.get("partial_unexpected_list") or [])[:_MAX_EXAMPLES],
                 exception=exc,
             ))
+        prev = results.get(model)  # a Scoped model has two parts: one result
         results[model] = SuiteResult(
-            model=model, suite=vres.suite_name, success=bool(vres.success) and not failed,
-            evaluated=len(vres.results), failed=failed, table=str(path), row_count=row_count,
-            suite_sha256=suite_sha256(layer, model))
+            model=model, suite=suites_json[model]["name"],
+            success=bool(vres.success) and not failed and (prev is None or prev.success),
+            evaluated=len(vres.results) + (prev.evaluated if prev else 0),
+            failed=(prev.failed if prev else []) + failed, table=str(path),
+            row_count=row_count if row_count is not None else (prev.row_count if prev else None),
+            suite_sha256=suite_sha256(layer, model),
+            scope=path.why if isinstance(path, Scoped) else None)
 
     missing = set(tables) - set(results)
     if missing:

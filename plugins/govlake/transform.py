@@ -148,13 +148,16 @@ def build_shared(lake: Lake, run_id: str, *, full_refresh: bool = False) -> dict
     plan = None if full_refresh else shared_selection(lake, run_id, inputs)
     if full_refresh:
         args.append("--full-refresh")
+    previous = _last_build(lake, SHARED_BUILDS_TABLE, "state")  # the state this build starts from
     run = run_dbt(args, lake=lake, build_dir=build_dir, select=plan["select"] if plan else SHARED_SELECT)
     out = {"seconds": round(run.seconds, 2), "build_dir": str(build_dir)}
+    built = {n["name"] for n in run.nodes}
     if plan:
-        built = {n["name"] for n in run.nodes}
         kept = [m for m in shared_products() if m not in built]
         _link_outputs(lake.candidate(plan["from_run"]), build_dir, kept)
         out.update(changed_feeds=plan["changed"], reused_from=plan["from_run"], reused=kept)
+    if previous and not full_refresh:
+        out["touched"] = _save_touched_keys(lake, run_id, [m for m in shared_products() if m in built], previous[0])
     _clear_pending(lake)
     if state:
         _record_build(lake, SHARED_BUILDS_TABLE, "state", run_id, state)
@@ -180,6 +183,59 @@ def shared_selection(lake: Lake, run_id: str, inputs: dict | None) -> dict | Non
         return None  # (the outputs are reused whole before this is asked)
     models = ["int_superseded_batches"] + [f"int_{f.replace('.', '__')}+" for f in changed]
     return {"select": " ".join(models), "changed": changed, "from_run": row[0]}
+
+
+def touched_dir(lake: Lake, run_id: str) -> Path:
+    """Where a shared build leaves, per product, the keys it recomputed (for a scoped gate)."""
+    return lake.candidate(run_id) / "touched"
+
+
+def _backing_tables(lake: Lake) -> dict[str, str]:
+    """product -> the one incremental int_ table its file is a COPY of (dbt's manifest)."""
+    path = lake.dbt_work / "target" / "manifest.json"
+    nodes = json.loads(path.read_text(encoding="utf-8")).get("nodes", {}) if path.is_file() else {}
+    out = {}
+    for n in nodes.values():
+        if n.get("resource_type") != "model":
+            continue
+        ints = [d.split(".")[-1] for d in (n.get("depends_on") or {}).get("nodes", [])
+                if d.split(".")[-1].startswith("int_") and d.startswith("model.")]
+        if len(ints) == 1:
+            out[n["name"]] = ints[0]
+    return out
+
+
+def _save_touched_keys(lake: Lake, run_id: str, built: list[str], after_run: str) -> dict[str, int]:
+    """For each product this build rebuilt from an int_ table that recomputed only some keys
+    (not pending a full rebuild), write those keys to ``touched/<product>.parquet`` with
+    ``<product>.json`` (the key columns, how many, and the complete build this one continued:
+    ``after_run``). Returns product -> number of touched keys."""
+    backing = _backing_tables(lake)
+    folder = touched_dir(lake, run_id)
+    out = {}
+    con = duckdb.connect(str(lake.duckdb_path))
+    try:
+        full = {r[0] for r in con.execute(f"select model from {PENDING_FULL_TABLE}").fetchall()}
+        tables = {r[0] for r in con.execute(
+            "select table_name from duckdb_tables() where schema_name = 'main' and starts_with(table_name, ?)",
+            [PENDING_PREFIX + "keys__"]).fetchall()}
+        for product in built:
+            model = backing.get(product)
+            table = f"{PENDING_PREFIX}keys__{model}"
+            if not model or model in full or table not in tables:
+                continue
+            folder.mkdir(parents=True, exist_ok=True)
+            keys = [r[0] for r in con.execute(f'describe main."{table}"').fetchall()]
+            dest = folder / f"{product}.parquet"
+            con.execute(f"copy (select distinct * from main.\"{table}\") to '{dest}' (format parquet)")
+            n = con.execute(f"select count(*) from read_parquet('{dest}')").fetchone()[0]
+            (folder / f"{product}.json").write_text(json.dumps(
+                {"product": product, "model": model, "keys": keys, "count": n, "after_run": after_run}),
+                encoding="utf-8")
+            out[product] = n
+    finally:
+        con.close()
+    return out
 
 
 def _link_outputs(src_build: Path, dest_build: Path, models: list[str]) -> None:
@@ -451,14 +507,21 @@ def standardized_rows(lake: Lake, run_id: str, ds: metadata.Dataset):
 def standardized_candidates(lake: Lake, run_id: str) -> dict[str, gate.LakeRelation]:
     """stg_ model -> its view in the lake's DuckDB file, for the feeds with valid rows not gated
     yet: the standardized layer's candidates are gated where dbt left them (the chk_ rows), never
-    written out as Parquet (issue 16: one pass less over the data)."""
+    written out as Parquet (issue 16: one pass less over the data). The view's rows are those of
+    the run's batches; naming them as constants too lets DuckDB skip the row groups of every
+    other batch of the chk_ table (each batch is appended whole) in each of the gate's queries."""
     out = {}
+    batches = run_batches(lake, run_id)
     con = duckdb.connect(str(lake.duckdb_path), read_only=True)
     try:
-        for m in staging_models():
+        for m, ds in zip(staging_models(), metadata.datasets()):
+            ids = batches.get(ds.id)
+            if not ids:
+                continue
+            where = "_batch_id in (" + ", ".join("'" + b.replace("'", "''") + "'" for b in ids) + ")"
             try:
-                if con.execute(f'select 1 from main."{m}" limit 1').fetchone():
-                    out[m] = gate.LakeRelation(lake.duckdb_path, m)
+                if con.execute(f'select 1 from main."{m}" where {where} limit 1').fetchone():
+                    out[m] = gate.LakeRelation(lake.duckdb_path, m, where)
             except duckdb.CatalogException:
                 pass
     finally:
@@ -536,7 +599,8 @@ def gate_shared(lake: Lake, run_id: str, *, dag_id: str | None = None, task_id: 
     to_run = [m for m in models if m not in carried]
     validated = None
     if to_run:
-        validated = gate.validate(lake, "shared", {m: output_path(build_dir, m) for m in to_run}, run_id)
+        tables = {m: scoped_candidate(lake, run_id, m) or output_path(build_dir, m) for m in to_run}
+        validated = gate.validate(lake, "shared", tables, run_id)
     result = gate.carried_result(lake, "shared", run_id, models, validated, carried)
     for sr in result.suite_results.values():
         record_gate_result(lake, run_id=run_id, layer="shared", model=sr.model, suite=sr.suite,
@@ -549,6 +613,44 @@ def gate_shared(lake: Lake, run_id: str, *, dag_id: str | None = None, task_id: 
         log.info("shared gate of run %s: %d of %d suites not run (unchanged products): %s", run_id,
                  len(carried), len(models), ", ".join(carried))
     return result
+
+
+def scoped_candidate(lake: Lake, run_id: str, product: str) -> gate.Scoped | None:
+    """The product's candidate as a ``gate.Scoped`` one (its rows of the touched keys validated,
+    the table-level expectations on the whole file), when that gives the verdict a whole
+    validation would: the build recomputed only those keys (``touched/<product>.json``) and
+    continued the complete build whose file for the product is the one the current version was
+    published from (same file: every other row is a row that version's suite passed), that
+    verdict passed with the same reviewed suite, and the suite's only date parameter is an upper
+    bound (``gate.verdict_holds_later``). ``None``: validate the whole file."""
+    folder = touched_dir(lake, run_id)
+    meta_path, keys_path = folder / f"{product}.json", folder / f"{product}.parquet"
+    if not meta_path.is_file() or not keys_path.is_file() or lake.current_version(product) is None:
+        return None
+    info = json.loads(meta_path.read_text(encoding="utf-8"))
+    manifest = lake.manifest(product) or {}
+    verdict = manifest.get("gate") or {}
+    published_from = Path(manifest.get("candidate") or "")
+    before = output_path(lake.candidate(info["after_run"]), product)
+    try:
+        same_file = published_from.is_file() and before.is_file() and os.path.samefile(published_from, before)
+    except OSError:
+        same_file = False
+    if not same_file or not verdict.get("success") or not verdict.get("json_path"):
+        return None
+    try:
+        prev = json.loads(Path(verdict["json_path"]).read_text(encoding="utf-8"))["suites"][product]
+        doc = gate.load_suite_json("shared", product)
+        same_suite = prev.get("suite_sha256") == gate.suite_sha256("shared", product)
+    except (OSError, ValueError, KeyError, TypeError, gate.GateError):
+        return None
+    if not prev.get("success") or prev.get("failed") or not same_suite or not gate.verdict_holds_later(doc):
+        return None
+    return gate.Scoped(
+        path=output_path(lake.candidate(run_id), product), touched=keys_path, keys=tuple(info["keys"]),
+        why=(f"rows of the {info['count']:,} keys this build recomputed ({', '.join(info['keys'])}); "
+             f"every other row is v{manifest['version']}'s (run {manifest.get('run_id')}), whose gate "
+             "stands; table-level expectations on the whole file"))
 
 
 def carried_verdict(lake: Lake, product: str, candidate: Path, inputs: list[dict]):

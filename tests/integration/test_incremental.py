@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -310,3 +311,30 @@ def test_change_files_are_applied(lakes):
     pb = next((r["a_day2"] / "population_base").glob("*.parquet"))
     changed = _q(f"select count(*) from {_src(pb)} where address like '%（变更）'").fetchone()[0]
     assert changed > 0
+
+
+def test_next_day_gate_validates_the_touched_rows_and_the_whole_table(lakes):
+    """Day 2 recomputed some keys of every product: each product's suite ran its row-level
+    expectations on the rows of those keys and its table-level ones (row count, columns) on the
+    whole file; a wrong value in a touched row still fails the gate."""
+    a, _, _ = lakes
+    report = json.loads((a.report_dir("day2", "shared") / "validation.json").read_text(encoding="utf-8"))
+    for product in transform.shared_products():
+        s = report["suites"][product]
+        assert s["success"] and not s["skipped"], (product, s)
+        assert s["scope"] and "keys this build recomputed" in s["scope"], (product, s["scope"])
+        rows = pq.read_metadata(transform.output_path(a.candidate("day2"), product)).num_rows
+        assert s["row_count"] == rows, product  # the row count expectation saw the whole file
+        touched = json.loads((transform.touched_dir(a, "day2") / f"{product}.json").read_text(encoding="utf-8"))
+        assert 0 < touched["count"] < rows, (product, touched)
+    # a touched row with a value the suite refuses fails the scoped validation
+    pb = transform.output_path(a.candidate("day2"), "population_base")
+    keys = transform.touched_dir(a, "day2") / "population_base.parquet"
+    bad = a.candidate("day2") / "doctored_population_base.parquet"
+    _q(f"copy (select * replace (case when id_number = (select min(id_number) from '{keys}') then 'X' "
+       f"else gender_code end as gender_code) from '{pb}') to '{bad}' (format parquet)")
+    from govlake import gate
+    res = gate.validate(a, "shared", {"population_base": gate.Scoped(bad, keys, ("id_number",), "test")}, "doctored")
+    assert not res.success
+    assert [(f.type, f.column) for f in res.suite_results["population_base"].failed] == \
+        [("expect_column_values_to_be_in_set", "gender_code")]
