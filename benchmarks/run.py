@@ -32,6 +32,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -53,6 +54,9 @@ QUIET_DATE = "2026-11-23"  # nothing delivered
 # ================================================================================ children
 def _child_govlake(lake_root: Path, out: Path, incremental: bool) -> dict:
     os.environ["GOVLAKE_LAKE_ROOT"] = str(lake_root)
+    # publish does all it does in production, token renditions included: a join-token key for
+    # this benchmark lake only (a fixed test value, not a secret of any deployment)
+    os.environ.setdefault("GOVLAKE_TOKEN_KEY", hashlib.sha256(b"govlake benchmark token key").hexdigest())
     from meter import Meter
 
     from govlake import ingest, metadata, transform

@@ -137,11 +137,10 @@ def _stg_model(ds: Dataset) -> dict:
     return {
         "name": f"stg_{ds.dept}__{ds.name}",
         "description": f"{ds.title} — standardized: the valid rows of raw {ds.id}, columns renamed to data "
-                       "elements and values mapped to national standards. Rows failing a rule are in "
-                       "quarantine_rows.",
+                       "elements and values mapped to national standards (a view over the valid rows of "
+                       f"chk_{ds.dept}__{ds.name} not gated yet; (_batch_id, _source_file, _row_number) is "
+                       "tested unique there). Rows failing a rule are in quarantine_rows.",
         "config": {"meta": {"layer": "standardized", "dataset": ds.id, "owner_department": ds.department}},
-        "data_tests": [{"unique_columns": {"arguments": {"columns": _Flow(["_batch_id", "_source_file",
-                                                                            "_row_number"])}}}],
         "columns": cols,
     }
 

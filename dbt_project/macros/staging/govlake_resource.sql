@@ -15,7 +15,7 @@
 
   Columns: the data elements of the source YAML, in order (withheld columns — meta
   `withheld: true` — left out), declared nullable (glx_nullable_columns' reason) and ordered
-  by the key, then the lineage, so the same rows always give the same bytes (publish_layer
+  by the key (unique in int_; a keyless feed: by its lineage), so the same rows always give the same bytes (publish_layer
   publishes no new version for an unchanged file).
 -#}
 {% macro govlake_resource(dept, dataset) %}
@@ -41,7 +41,11 @@ select
     case when {{ adapter.quote(e) }} is not null then {{ adapter.quote(e) }} end as {{ adapter.quote(e) }}{{ ',' if not loop.last }}
     {%- endfor %}
 from {{ current }}
-order by
-    {%- for k in key %} {{ adapter.quote(k) }},{% endfor %} _batch_id, _source_file, _row_number
+{%- if key %}
+order by {{ glx_quoted(key) | join(', ') }}  {#- unique in int_ (one row per key): a total order; the
+    lineage columns as further sort keys doubled the sort's cost at 10 M rows (12.7 vs 6.8 s) #}
+{%- else %}
+order by _batch_id, _source_file, _row_number
+{%- endif %}
   {%- endif -%}
 {% endmacro %}
