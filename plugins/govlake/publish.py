@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -175,8 +176,16 @@ def _gate_verdict(gate_result: GateResult | None, product: str, candidate_file: 
     }
 
 
+def _publish_threads() -> int:
+    """Threads for one publication's passes over the data (``GOVLAKE_PUBLISH_THREADS``, default:
+    the machine's cores, at least 1)."""
+    raw = os.environ.get("GOVLAKE_PUBLISH_THREADS", "")
+    return max(1, int(raw)) if raw.strip().isdigit() else max(1, os.cpu_count() or 1)
+
+
 def _build_renditions(lake: Lake, product: str, staging: Path, data_name: str,
-                      columns: list[str]) -> dict:
+                      columns: list[str], *, source: Path | None = None, encrypt: bool | None = None,
+                      executor=None) -> dict:
     """Build the renditions the product's readers need into ``staging/renditions/``.
 
     Returns the manifest keys ``renditions`` (built: id, path, sha256, rows, plan),
@@ -203,7 +212,8 @@ def _build_renditions(lake: Lake, product: str, staging: Path, data_name: str,
             key = masking.load_key()
         except masking.TokenKeyError as exc:
             log.warning("publish %s: token renditions skipped: %s", product, exc)
-    built, skipped = rnd.build_for_publish(staging, data_name, product, needs, key)
+    built, skipped = rnd.build_for_publish(staging, data_name, product, needs, key, source=source,
+                                           encrypt=encrypt, executor=executor)
     return {"renditions": built, "renditions_skipped": skipped}
 
 
@@ -258,13 +268,19 @@ def publish(lake: Lake, product: str, candidate_file: Path, *, run_id: str,
         staging.mkdir()
         try:
             data_name = f"{product}.parquet"
-            if encrypt:
-                digest, size, key_id = _encrypt_fsync(candidate_file, staging / data_name)
-            else:
-                (digest, size), key_id = _copy_fsync(candidate_file, staging / data_name), None
-            rendition_info = (_build_renditions(lake, product, staging, data_name,
-                                                [c["name"] for c in columns])
-                              if renditions else None)
+            # the data file (encrypted or copied) and the renditions (made from the same plain
+            # candidate) are independent passes over the data: on a thread pool they use the
+            # cores together (each is mostly one core: pyarrow's writer, DuckDB's scan)
+            with ThreadPoolExecutor(max_workers=_publish_threads(), thread_name_prefix="publish") as pool:
+                if encrypt:
+                    data_job = pool.submit(_encrypt_fsync, candidate_file, staging / data_name)
+                else:
+                    data_job = pool.submit(lambda: (*_copy_fsync(candidate_file, staging / data_name), None))
+                rendition_info = (_build_renditions(lake, product, staging, data_name,
+                                                    [c["name"] for c in columns], source=candidate_file,
+                                                    encrypt=bool(encrypt), executor=pool)
+                                  if renditions else None)
+                digest, size, key_id = data_job.result()
             created_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
             manifest = {
                 "product": product,

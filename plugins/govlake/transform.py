@@ -156,7 +156,9 @@ def build_shared(lake: Lake, run_id: str, *, full_refresh: bool = False) -> dict
         kept = [m for m in shared_products() if m not in built]
         _link_outputs(lake.candidate(plan["from_run"]), build_dir, kept)
         out.update(changed_feeds=plan["changed"], reused_from=plan["from_run"], reused=kept)
-    if previous and not full_refresh:
+    if previous and not full_refresh and inputs and (_state_value(previous[1]) or {}).get("base") == inputs["base"]:
+        # (same dbt project and versions as the build this one continues: the rows of the keys
+        # not recomputed are that build's; after a project change every product is validated whole)
         out["touched"] = _save_touched_keys(lake, run_id, [m for m in shared_products() if m in built], previous[0])
     _clear_pending(lake)
     if state:

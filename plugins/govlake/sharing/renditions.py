@@ -474,10 +474,12 @@ def _first_unsafe_row(con, src: str, column: str) -> tuple[int, str]:
 
 
 def build(src_parquet: Path, dest_parquet: Path, plan: Sequence[ColumnPlan], internal: bool,
-          key: bytes | None, threads: int | None = None) -> dict:
+          key: bytes | None, threads: int | None = None, encrypt: bool | None = None) -> dict:
     """Write the rendition of ``src_parquet`` under ``plan`` to ``dest_parquet`` (atomically:
     a temporary file in the same folder, fsync, rename; mode 0440). Returns
-    ``{"rows", "bytes", "sha256", "seconds"}``. Raises RenditionError."""
+    ``{"rows", "bytes", "sha256", "seconds"}``. Raises RenditionError. ``encrypt``: whether the
+    rendition is encrypted (default: when ``src_parquet`` is; publish builds from the plain
+    candidate the encrypted data file is made of, concurrently with it)."""
     import duckdb
     import pyarrow as pa
 
@@ -493,7 +495,8 @@ def build(src_parquet: Path, dest_parquet: Path, plan: Sequence[ColumnPlan], int
         tmp.unlink()
     from govlake.sharing import crypto
 
-    encrypted = crypto.is_encrypted(src_parquet)  # a rendition of an encrypted file is encrypted
+    # a rendition of an encrypted file is encrypted
+    encrypted = crypto.is_encrypted(src_parquet) if encrypt is None else encrypt
     con = duckdb.connect(":memory:")
     key_id = None
     try:
@@ -623,14 +626,22 @@ def ensure(lake, product: str, version: int, plan: Sequence[ColumnPlan], interna
 
 
 def build_for_publish(staging: Path, data_name: str, product: str, needs: Sequence[Need],
-                      key: bytes | None) -> tuple[list[dict], list[dict]]:
+                      key: bytes | None, *, source: Path | None = None, encrypt: bool | None = None,
+                      executor=None) -> tuple[list[dict], list[dict]]:
     """Build every needed rendition into ``staging/renditions/`` (publish hook). Returns
     (manifest entries, skipped entries). Without a key, token renditions are skipped; a
     rendition that cannot be built exactly (RenditionError) is skipped with its reason — the
-    gated data is still published, and ``ensure`` raises the same error to its readers."""
+    gated data is still published, and ``ensure`` raises the same error to its readers.
+
+    ``source``: the file the renditions are made from (default ``staging/data_name``; publish
+    passes the plain candidate the data file is made of, with ``encrypt`` = whether the data file
+    is encrypted). ``executor``: build the renditions concurrently on it (each is a pass over
+    the data, mostly one core); entries come back in the order of ``needs`` either way."""
     kid = masking.key_id(key) if key is not None else None
     built, skipped = [], []
     rdir = staging / RENDITIONS_DIR
+    src = Path(source) if source is not None else staging / data_name
+    jobs: list = []  # (need, rid, dest, future or None)
     for need in needs:
         if all(c.treatment == "clear" for c in need.plan):
             continue  # nothing to mask: such readers read the data file itself
@@ -639,11 +650,14 @@ def build_for_publish(staging: Path, data_name: str, product: str, needs: Sequen
                             "plan": plan_doc(need.plan, need.internal, None)})
             continue
         rid = need.rid(kid)
-        if any(b["id"] == rid for b in built):
+        if any(j[1] == rid for j in jobs):
             continue
         dest = rdir / f"{rid}.parquet"
+        args = (src, dest, need.plan, need.internal, key, None, encrypt)
+        jobs.append((need, rid, dest, executor.submit(build, *args) if executor is not None else args))
+    for need, rid, dest, job in jobs:
         try:
-            info = build(staging / data_name, dest, need.plan, need.internal, key)
+            info = build(*job) if isinstance(job, tuple) else job.result()
         except RenditionError as exc:  # e.g. a value outside the verified NFKC set
             skipped.append({"id": rid, "roles": list(need.roles), "reason": str(exc),
                             "plan": plan_doc(need.plan, need.internal, kid if need.tokens else None)})
