@@ -47,6 +47,7 @@ import os
 import sys
 import time
 import unicodedata
+from concurrent import futures
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -655,17 +656,20 @@ def build_for_publish(staging: Path, data_name: str, product: str, needs: Sequen
         dest = rdir / f"{rid}.parquet"
         args = (src, dest, need.plan, need.internal, key, None, encrypt)
         jobs.append((need, rid, dest, executor.submit(build, *args) if executor is not None else args))
-    for need, rid, dest, job in jobs:
-        try:
-            info = build(*job) if isinstance(job, tuple) else job.result()
-        except RenditionError as exc:  # e.g. a value outside the verified NFKC set
-            skipped.append({"id": rid, "roles": list(need.roles), "reason": str(exc),
-                            "plan": plan_doc(need.plan, need.internal, kid if need.tokens else None)})
-            continue
-        built.append({"id": rid, "path": f"{RENDITIONS_DIR}/{dest.name}", "sha256": info["sha256"],
-                      "bytes": info["bytes"], "rows": info["rows"], "roles": list(need.roles),
-                      "encryption_key_id": info["encryption_key_id"],
-                      "plan": plan_doc(need.plan, need.internal, kid if need.tokens else None)})
+    try:
+        for need, rid, dest, job in jobs:
+            try:
+                info = build(*job) if isinstance(job, tuple) else job.result()
+            except RenditionError as exc:  # e.g. a value outside the verified NFKC set
+                skipped.append({"id": rid, "roles": list(need.roles), "reason": str(exc),
+                                "plan": plan_doc(need.plan, need.internal, kid if need.tokens else None)})
+                continue
+            built.append({"id": rid, "path": f"{RENDITIONS_DIR}/{dest.name}", "sha256": info["sha256"],
+                          "bytes": info["bytes"], "rows": info["rows"], "roles": list(need.roles),
+                          "encryption_key_id": info["encryption_key_id"],
+                          "plan": plan_doc(need.plan, need.internal, kid if need.tokens else None)})
+    finally:  # on any other error, no build left running into the caller's staging folder
+        futures.wait([j[3] for j in jobs if not isinstance(j[3], tuple)])
     if rdir.is_dir():
         fd = os.open(rdir, os.O_RDONLY)
         try:
