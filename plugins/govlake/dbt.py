@@ -65,7 +65,8 @@ class DbtRun:
     result: Any = None  # the raw dbtRunnerResult
 
     def output(self, model: str) -> Path:
-        """The Parquet file of a layer output (stg_*, quarantine_rows, shared products)."""
+        """The Parquet file of a layer output (quarantine_rows, shared products; the stg_ models
+        are views in the lake's DuckDB file since ADR 0016)."""
         for layer in LAYERS:
             p = self.build_dir / layer / f"{model}.parquet"
             if p.exists():
