@@ -62,7 +62,7 @@ from govlake.ledger import Delivery, Ledger
 from govlake.metadata import Dataset
 from govlake import clock
 from govlake.landing import TOP_SCOPE, LandingAnomaly, record_scan as landing_record_scan
-from govlake.storage import Lake, atomic_write_text, sha256_file  # noqa: F401 (re-exported)
+from govlake.storage import Lake, atomic_write_text, exclusive_lock, sha256_file  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -833,6 +833,19 @@ def _ingest_opened(lake: Lake, ledger: Ledger, ds: Dataset, delivery_date: str, 
         return msg.replace(str(src), source_file).replace(str(path), source_file)
 
     sha = landing_sha256(ledger, source_file, src, st)
+    # Two extractions of the same bytes at once (a scheduled and a manual run on two workers)
+    # would share the batch's temporary folder and UTF-8 copy: the second waits for the first,
+    # then finds the batch in the ledger and skips it.
+    with exclusive_lock(lake.ingest_lock(ds.id, sha), timeout=INGEST_LOCK_TIMEOUT_S):
+        return _ingest_new(lake, ledger, ds, delivery_date, path, src, st, source_file, sha, named)
+
+
+INGEST_LOCK_TIMEOUT_S = 3600.0  # an extraction of a 10 M-row file takes well under a minute
+
+
+def _ingest_new(lake: Lake, ledger: Ledger, ds: Dataset, delivery_date: str, path: Path, src: Path,
+                st: os.stat_result, source_file: str, sha: str, named) -> FileResult:
+    """The ingestion of a file whose SHA-256 is known, under its ingest lock."""
     seen = ledger.find_sha(ds.dept, ds.name, sha)
     if seen:
         if ledger.find_sha(ds.dept, ds.name, sha, delivery_date) is None:

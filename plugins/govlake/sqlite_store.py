@@ -5,6 +5,7 @@ transaction). Concurrent writers from several processes wait up to ``timeout`` s
 from __future__ import annotations
 
 import sqlite3
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -15,8 +16,24 @@ def connect(path: Path | str, timeout: float = 60) -> Iterator[sqlite3.Connectio
     conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None)
     conn.row_factory = sqlite3.Row
     try:
-        conn.execute("pragma journal_mode=wal")
+        _wal(conn, timeout)
         conn.execute("pragma synchronous=full")
         yield conn
     finally:
         conn.close()
+
+
+def _wal(conn: sqlite3.Connection, timeout: float) -> None:
+    """Put the database in WAL mode (persistent: usually already done). Switching needs an
+    exclusive lock and SQLite answers "database is locked" at once, without its busy wait, when
+    two processes open a new store at the same moment: retry until ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if str(conn.execute("pragma journal_mode").fetchone()[0]).lower() != "wal":
+                conn.execute("pragma journal_mode=wal")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)

@@ -183,6 +183,10 @@ class Lake:
     def run_lock(self) -> Path:
         return self.locks_root / "run.lock"
 
+    def ingest_lock(self, dataset_id: str, sha256: str) -> Path:
+        """Held while a file with these bytes is ingested into this dataset (one batch id)."""
+        return self.locks_root / f"ingest-{dataset_id}-{sha256[:32]}.lock"
+
     def publish_lock(self, product: str) -> Path:
         return self.locks_root / f"publish-{product}.lock"
 
