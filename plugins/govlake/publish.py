@@ -177,14 +177,6 @@ def _gate_verdict(gate_result: GateResult | None, product: str, candidate_file: 
     }
 
 
-def _release_arrow_memory() -> None:
-    """Give the memory pyarrow's allocator kept from a publication's writers back to the system
-    (it keeps freed pages for reuse; a worker that publishes then runs dbt would hold both)."""
-    import pyarrow as pa
-
-    pa.default_memory_pool().release_unused()
-
-
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 
@@ -307,7 +299,6 @@ def publish(lake: Lake, product: str, candidate_file: Path, *, run_id: str,
             finally:
                 wait([data_job])  # no writer left running into a staging folder being removed
             digest, size, key_id = data_job.result()
-            _release_arrow_memory()
             created_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
             manifest = {
                 "product": product,

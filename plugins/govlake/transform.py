@@ -139,22 +139,22 @@ def build_shared(lake: Lake, run_id: str, *, full_refresh: bool = False) -> dict
     build_dir = lake.candidate(run_id)
     inputs = shared_inputs(lake)  # before the build (the build changes none of its inputs)
     state = _state_text(inputs)
+    previous = _last_build(lake, SHARED_BUILDS_TABLE, "state")  # the complete build this one continues
     if not full_refresh:
-        reused = _reuse_shared_outputs(lake, run_id, state)
+        reused = _reuse_shared_outputs(lake, run_id, state, previous)
         if reused:  # nothing the shared layer reads changed: its outputs are those of that run
             log.info("shared build of run %s skipped: %s", run_id, reused["skipped"])
             return {"seconds": 0.0, "build_dir": str(build_dir), **reused}
     args = ["build", "--indirect-selection", "buildable"]
-    plan = None if full_refresh else shared_selection(lake, run_id, inputs)
+    plan = None if full_refresh else shared_selection(lake, run_id, inputs, previous)
     if full_refresh:
         args.append("--full-refresh")
-    previous = _last_build(lake, SHARED_BUILDS_TABLE, "state")  # the state this build starts from
     run = run_dbt(args, lake=lake, build_dir=build_dir, select=plan["select"] if plan else SHARED_SELECT)
     out = {"seconds": round(run.seconds, 2), "build_dir": str(build_dir)}
     built = {n["name"] for n in run.nodes}
     if plan:
         kept = [m for m in shared_products() if m not in built]
-        _link_outputs(lake.candidate(plan["from_run"]), build_dir, kept)
+        _link_files([output_path(lake.candidate(plan["from_run"]), m) for m in kept], build_dir / "shared")
         out.update(changed_feeds=plan["changed"], reused_from=plan["from_run"], reused=kept)
     if previous and not full_refresh and inputs and (_state_value(previous[1]) or {}).get("base") == inputs["base"]:
         # (same dbt project and versions as the build this one continues: the rows of the keys
@@ -166,25 +166,27 @@ def build_shared(lake: Lake, run_id: str, *, full_refresh: bool = False) -> dict
     return out
 
 
-def shared_selection(lake: Lake, run_id: str, inputs: dict | None) -> dict | None:
+def shared_selection(lake: Lake, run_id: str, inputs: dict | None,
+                     previous: tuple[str, str] | None) -> dict | None:
     """The dbt selection of a shared build that builds only what changed, or None (build all):
-    when the last complete shared build had the same dbt project and versions (``base``) and its
-    product files are still there, the feeds whose inputs differ (``feeds``: ledger entries and
+    when the last complete shared build (``previous``: run id, recorded state) had the same dbt
+    project and versions (``base``) and its product files are still there, the feeds whose inputs differ (``feeds``: ledger entries and
     gated batches) select their int_ model and everything downstream (``int_<feed>+``), plus
     int_superseded_batches (the ledger's supersessions, read by every int_ model)."""
-    if not inputs:
-        return None
-    row = _last_build(lake, SHARED_BUILDS_TABLE, "state")
-    prev = _state_value(row[1]) if row else None
-    if not prev or prev.get("base") != inputs["base"] or row[0] == run_id:
-        return None
-    if any(not output_path(lake.candidate(row[0]), m).is_file() for m in shared_products()):
+    prev = _state_value(previous[1]) if inputs and previous else None
+    if not prev or prev.get("base") != inputs["base"] or not _outputs_reusable(lake, run_id, previous[0]):
         return None
     changed = sorted(f for f, d in inputs["feeds"].items() if prev.get("feeds", {}).get(f) != d)
     if not changed:
         return None  # (the outputs are reused whole before this is asked)
     models = ["int_superseded_batches"] + [f"int_{f.replace('.', '__')}+" for f in changed]
-    return {"select": " ".join(models), "changed": changed, "from_run": row[0]}
+    return {"select": " ".join(models), "changed": changed, "from_run": previous[0]}
+
+
+def _outputs_reusable(lake: Lake, run_id: str, build_run: str) -> bool:
+    """Whether the shared build of run ``build_run`` (another run) left every product file."""
+    return build_run != run_id and all(output_path(lake.candidate(build_run), m).is_file()
+                                       for m in shared_products())
 
 
 def touched_dir(lake: Lake, run_id: str) -> Path:
@@ -240,17 +242,18 @@ def _save_touched_keys(lake: Lake, run_id: str, built: list[str], after_run: str
     return out
 
 
-def _link_outputs(src_build: Path, dest_build: Path, models: list[str]) -> None:
-    """Hard-link (or copy) the Parquet outputs ``models`` of one candidate folder into another."""
-    for m in models:
-        src, dest = output_path(src_build, m), output_path(dest_build, m)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+def _link_files(files: list[Path], dest_dir: Path) -> None:
+    """Hard-link (or copy, across file systems) ``files`` into ``dest_dir``, replacing any file
+    of the same name: a build's outputs reused by a later run (same inputs, same bytes)."""
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        dest = dest_dir / f.name
         if dest.exists():
             dest.unlink()
         try:
-            os.link(src, dest)
+            os.link(f, dest)
         except OSError:
-            shutil.copy2(src, dest)
+            shutil.copy2(f, dest)
 
 
 SHARED_BUILDS_TABLE = "main.govlake_shared_builds"
@@ -334,31 +337,18 @@ def _last_build(lake: Lake, table: str, column: str) -> tuple[str, str] | None:
         con.close()
 
 
-def _reuse_shared_outputs(lake: Lake, run_id: str, state: str | None) -> dict | None:
-    """When the shared layer's inputs are those of the last complete shared build
-    (:func:`shared_state`) and that build's output files are still in its candidate folder,
-    link (or copy) them into this run's candidate folder instead of running dbt: the same
-    inputs give the same bytes (outputs are ordered COPYs). ``None``: build."""
-    if not state:
+def _reuse_shared_outputs(lake: Lake, run_id: str, state: str | None,
+                          previous: tuple[str, str] | None) -> dict | None:
+    """When the shared layer's inputs are those of the last complete shared build (``previous``:
+    run id, recorded :func:`shared_state`) and that build's output files are still in its
+    candidate folder, link (or copy) them into this run's candidate folder instead of running
+    dbt: the same inputs give the same bytes (outputs are ordered COPYs). ``None``: build."""
+    row = previous
+    if not state or not row or row[1] != state or not _outputs_reusable(lake, run_id, row[0]):
         return None
-    row = _last_build(lake, SHARED_BUILDS_TABLE, "state")
-    if not row or row[1] != state or row[0] == run_id:
-        return None
-    src_dir = lake.candidate(row[0]) / "shared"
-    files = sorted(src_dir.glob("*.parquet")) if src_dir.is_dir() else []
-    if not files or any(not output_path(lake.candidate(row[0]), m).is_file() for m in shared_products()):
-        return None
-    dest_dir = lake.candidate(run_id) / "shared"
-    dest_dir.mkdir(parents=True, exist_ok=True)
+    files = sorted((lake.candidate(row[0]) / "shared").glob("*.parquet"))
+    _link_files(files, lake.candidate(run_id) / "shared")
     (lake.candidate(run_id) / "standardized").mkdir(parents=True, exist_ok=True)
-    for f in files:
-        dest = dest_dir / f.name
-        if dest.exists():
-            dest.unlink()
-        try:
-            os.link(f, dest)
-        except OSError:
-            shutil.copy2(f, dest)
     return {"skipped": (f"nothing the shared layer reads changed since run {row[0]} (same dbt project, "
                         "ledger and gated batches): its outputs are reused"),
             "reused_from": row[0], "files": [f.name for f in files]}
@@ -488,17 +478,15 @@ def run_batches(lake: Lake, run_id: str) -> dict[str, list[str]]:
     return {k: sorted(v) for k, v in sorted(out.items()) if v}
 
 
-STANDARDIZED_LINEAGE = ("_batch_id", "_source_file", "_source_sha256", "_row_number", "_delivery_date")
-
-
 def standardized_rows(lake: Lake, run_id: str, ds: metadata.Dataset):
     """The standardized rows a run produced for a feed, as an Arrow table: the valid chk_ rows
     of the batches the run standardized (:func:`run_batches`), with the columns of its stg_
-    view (data elements, then lineage). What the run's gate validated, before or after it."""
+    view (data elements, then lineage: govlake_stage). What the run's gate validated, before or
+    after it (once gated, the view itself is empty)."""
     batches = run_batches(lake, run_id).get(ds.id, [])
-    cols = ", ".join(f'"{c.element}"' for c in ds.columns) + ", " + ", ".join(STANDARDIZED_LINEAGE)
     con = duckdb.connect(str(lake.duckdb_path), read_only=True)
     try:
+        cols = ", ".join(f'"{r[0]}"' for r in con.execute(f'describe main."stg_{ds.dept}__{ds.name}"').fetchall())
         return con.sql(f'select {cols} from main."chk_{ds.dept}__{ds.name}" where len(_errors) = 0 '
                        "and list_contains($batches, _batch_id) order by _batch_id, _source_file, _row_number",
                        params={"batches": batches}).to_arrow_table()
@@ -506,14 +494,15 @@ def standardized_rows(lake: Lake, run_id: str, ds: metadata.Dataset):
         con.close()
 
 
-def standardized_candidates(lake: Lake, run_id: str) -> dict[str, gate.LakeRelation]:
+def standardized_candidates(lake: Lake, run_id: str,
+                            batches: dict[str, list[str]] | None = None) -> dict[str, gate.LakeRelation]:
     """stg_ model -> its view in the lake's DuckDB file, for the feeds with valid rows not gated
     yet: the standardized layer's candidates are gated where dbt left them (the chk_ rows), never
     written out as Parquet (issue 16: one pass less over the data). The view's rows are those of
     the run's batches; naming them as constants too lets DuckDB skip the row groups of every
     other batch of the chk_ table (each batch is appended whole) in each of the gate's queries."""
     out = {}
-    batches = run_batches(lake, run_id)
+    batches = run_batches(lake, run_id) if batches is None else batches
     con = duckdb.connect(str(lake.duckdb_path), read_only=True)
     try:
         for m, ds in zip(staging_models(), metadata.datasets()):
@@ -574,7 +563,8 @@ def gate_standardized(lake: Lake, run_id: str, **kw):
             result = gate.carried_result(lake, "standardized", run_id, [], None, {})
             _gate_pickle(lake, run_id, "standardized").write_bytes(pickle.dumps(result))
             return result
-    tables = {**standardized_candidates(lake, run_id), "quarantine_rows": output_path(build_dir, "quarantine_rows")}
+    tables = {**standardized_candidates(lake, run_id, batches),
+              "quarantine_rows": output_path(build_dir, "quarantine_rows")}
     result = gate_layer(lake, run_id, "standardized", tables, **kw)
     _record_gated(lake, run_id, batches)
     return result
@@ -631,22 +621,13 @@ def scoped_candidate(lake: Lake, run_id: str, product: str) -> gate.Scoped | Non
         return None
     info = json.loads(meta_path.read_text(encoding="utf-8"))
     manifest = lake.manifest(product) or {}
-    verdict = manifest.get("gate") or {}
     published_from = Path(manifest.get("candidate") or "")
     before = output_path(lake.candidate(info["after_run"]), product)
     try:
         same_file = published_from.is_file() and before.is_file() and os.path.samefile(published_from, before)
     except OSError:
         same_file = False
-    if not same_file or not verdict.get("success") or not verdict.get("json_path"):
-        return None
-    try:
-        prev = json.loads(Path(verdict["json_path"]).read_text(encoding="utf-8"))["suites"][product]
-        doc = gate.load_suite_json("shared", product)
-        same_suite = prev.get("suite_sha256") == gate.suite_sha256("shared", product)
-    except (OSError, ValueError, KeyError, TypeError, gate.GateError):
-        return None
-    if not prev.get("success") or prev.get("failed") or not same_suite or not gate.verdict_holds_later(doc):
+    if not same_file or _verdict_stands(manifest, product) is None:
         return None
     return gate.Scoped(
         path=output_path(lake.candidate(run_id), product), touched=keys_path, keys=tuple(info["keys"]),
@@ -655,17 +636,11 @@ def scoped_candidate(lake: Lake, run_id: str, product: str) -> gate.Scoped | Non
              "stands; table-level expectations on the whole file"))
 
 
-def carried_verdict(lake: Lake, product: str, candidate: Path, inputs: list[dict]):
-    """The current version's passing verdict, as this run's (a ``SuiteResult`` with
-    ``skipped`` set), when validating ``candidate`` again cannot change it: the candidate has
-    the bytes the current version was published from and the same inputs
-    (:func:`unchanged_publication`), the reviewed suite is the one that ran
-    (``gate.suite_sha256``) and its only date parameter is an upper bound
-    (``gate.verdict_holds_later``). ``None`` otherwise: the suite runs."""
-
-    manifest = unchanged_publication(lake, product, candidate, inputs)
-    if manifest is None:
-        return None
+def _verdict_stands(manifest: dict, product: str) -> tuple[dict, dict, dict] | None:
+    """(gate report, the product's suite result in it, the reviewed suite) of the version
+    ``manifest`` describes, when that verdict holds today: it passed with no failed expectation,
+    its report is still there, the reviewed suite is the one that ran (``gate.suite_sha256``) and
+    its only date parameter is an upper bound (``gate.verdict_holds_later``). ``None`` otherwise."""
     verdict = manifest.get("gate") or {}
     if not verdict.get("success") or not verdict.get("json_path"):
         return None
@@ -681,6 +656,22 @@ def carried_verdict(lake: Lake, product: str, candidate: Path, inputs: list[dict
         return None
     if not prev.get("success") or prev.get("failed") or not same_suite or not gate.verdict_holds_later(doc):
         return None
+    return report, prev, doc
+
+
+def carried_verdict(lake: Lake, product: str, candidate: Path, inputs: list[dict]):
+    """The current version's passing verdict, as this run's (a ``SuiteResult`` with
+    ``skipped`` set), when validating ``candidate`` again cannot change it: the candidate has
+    the bytes the current version was published from and the same inputs
+    (:func:`unchanged_publication`), the reviewed suite is the one that ran
+    (``gate.suite_sha256``) and its only date parameter is an upper bound
+    (``gate.verdict_holds_later``). ``None`` otherwise: the suite runs."""
+
+    manifest = unchanged_publication(lake, product, candidate, inputs)
+    stands = _verdict_stands(manifest, product) if manifest is not None else None
+    if stands is None:
+        return None
+    report, prev, doc = stands
     version = int(manifest["version"])
     return gate.SuiteResult(
         model=product, suite=prev.get("suite") or doc["name"], success=True,
