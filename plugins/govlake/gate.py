@@ -436,8 +436,9 @@ def validate(lake: Lake, layer: str, tables: dict[str, Path | LakeRelation | Sco
     cp_result = cp.run(expectation_parameters=params,
                        run_id=RunIdentifier(run_name=run_id,
                                             run_time=dt.datetime.now(dt.timezone.utc)))
+    # closes the persisted connection (gx_duckdb); a read-only lake file's engine has no pool
+    # (engine_kwargs): nothing stays open on it when a writer opens it next
     ds.get_execution_engine().close()
-    gx_duckdb.close_all()  # no connection left open on the lake's DuckDB file (a writer opens it next)
     ctx.build_data_docs(site_names=["govlake"])  # every page of this run's results, one index build
 
     results: dict[str, SuiteResult] = {}

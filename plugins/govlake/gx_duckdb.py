@@ -29,7 +29,6 @@ import logging
 import os
 import pkgutil
 import threading
-import weakref
 from contextlib import contextmanager
 from typing import Any
 
@@ -45,7 +44,6 @@ DIALECT = "duckdb"
 
 _lock = threading.Lock()
 _installed = False
-_open_engines: "weakref.WeakSet[Any]" = weakref.WeakSet()  # execution engines holding a persisted connection
 _patched_modules: list[str] = []
 
 
@@ -97,7 +95,6 @@ def install() -> list[str]:
                 return
             if self._connection is None or self._connection.closed:
                 self._connection = self.engine.connect()
-                _open_engines.add(self)
             yield self._connection  # kept open: results are read after this block
 
         def close(self) -> None:
@@ -134,22 +131,6 @@ def install() -> list[str]:
         _installed = True
         log.debug("gx_duckdb shim installed; regex patched in %s", _patched_modules)
         return list(_patched_modules)
-
-
-def close_all() -> int:
-    """Close every persisted DuckDB connection of GX execution engines and dispose their pools
-    (a checkpoint may run on engine instances other than the data source's). Needed before the
-    same process opens a DuckDB file a validation read with another configuration (read-only).
-    Returns how many engines were closed."""
-    n = 0
-    for eng in list(_open_engines):
-        try:
-            eng.close()
-            eng.engine.dispose()
-        finally:
-            _open_engines.discard(eng)
-            n += 1
-    return n
 
 
 def connection_string(database: str = ":memory:") -> str:

@@ -626,6 +626,18 @@ def ensure(lake, product: str, version: int, plan: Sequence[ColumnPlan], interna
     return path
 
 
+def _run_now(fn, *args) -> futures.Future:
+    """``fn(*args)`` run here, now, as a finished future (build_for_publish without an executor).
+    A RenditionError is kept for ``.result()`` (the rendition is listed as skipped); any other
+    error stops the publication here, before the next rendition is built."""
+    f: futures.Future = futures.Future()
+    try:
+        f.set_result(fn(*args))
+    except RenditionError as exc:
+        f.set_exception(exc)
+    return f
+
+
 def build_for_publish(staging: Path, data_name: str, product: str, needs: Sequence[Need],
                       key: bytes | None, *, source: Path | None = None, encrypt: bool | None = None,
                       executor=None) -> tuple[list[dict], list[dict]]:
@@ -642,7 +654,8 @@ def build_for_publish(staging: Path, data_name: str, product: str, needs: Sequen
     built, skipped = [], []
     rdir = staging / RENDITIONS_DIR
     src = Path(source) if source is not None else staging / data_name
-    jobs: list = []  # (need, rid, dest, future or None)
+    submit = executor.submit if executor is not None else _run_now
+    jobs: list = []  # (need, rid, dest, future)
     for need in needs:
         if all(c.treatment == "clear" for c in need.plan):
             continue  # nothing to mask: such readers read the data file itself
@@ -654,12 +667,11 @@ def build_for_publish(staging: Path, data_name: str, product: str, needs: Sequen
         if any(j[1] == rid for j in jobs):
             continue
         dest = rdir / f"{rid}.parquet"
-        args = (src, dest, need.plan, need.internal, key, None, encrypt)
-        jobs.append((need, rid, dest, executor.submit(build, *args) if executor is not None else args))
+        jobs.append((need, rid, dest, submit(build, src, dest, need.plan, need.internal, key, None, encrypt)))
     try:
         for need, rid, dest, job in jobs:
             try:
-                info = build(*job) if isinstance(job, tuple) else job.result()
+                info = job.result()
             except RenditionError as exc:  # e.g. a value outside the verified NFKC set
                 skipped.append({"id": rid, "roles": list(need.roles), "reason": str(exc),
                                 "plan": plan_doc(need.plan, need.internal, kid if need.tokens else None)})
@@ -669,7 +681,7 @@ def build_for_publish(staging: Path, data_name: str, product: str, needs: Sequen
                           "encryption_key_id": info["encryption_key_id"],
                           "plan": plan_doc(need.plan, need.internal, kid if need.tokens else None)})
     finally:  # on any other error, no build left running into the caller's staging folder
-        futures.wait([j[3] for j in jobs if not isinstance(j[3], tuple)])
+        futures.wait([j[3] for j in jobs])
     if rdir.is_dir():
         fd = os.open(rdir, os.O_RDONLY)
         try:
