@@ -18,9 +18,9 @@ import pytest
 
 import access_support as S
 from govlake import masking, products, query
-from govlake.gate import GateResult, SuiteResult
 from govlake.publish import publish
 from govlake.sharing import crypto
+from lake_support import passed_gate
 
 KEY = bytes.fromhex("00112233445566778899aabbccddeeff" * 2)
 SENSITIVE = ("id_number", "name", "birth_date", "address", "phone")  # L3/L4 in access_support
@@ -31,13 +31,7 @@ def _publish(lake, rows, run_id, **kw):
     cand.parent.mkdir(parents=True, exist_ok=True)
     # uncompressed candidate: a plain copy of it shows every value in its bytes
     pq.write_table(pa.Table.from_pylist(rows), cand, compression="none")
-    out = lake.report_dir(run_id, "shared")
-    out.mkdir(parents=True, exist_ok=True)
-    sr = SuiteResult(model="population_base", suite="shared.population_base", success=True,
-                     evaluated=5, failed=[], table=str(cand), row_count=len(rows))
-    gr = GateResult(layer="shared", run_id=run_id, success=True, suite_results={"population_base": sr},
-                    report_path=out / "report.html", docs_path=out / "docs" / "index.html",
-                    json_path=out / "validation.json", seconds=0.1)
+    gr = passed_gate(lake, run_id, "population_base", cand, len(rows))
     return publish(lake, "population_base", cand, run_id=run_id, gate_result=gr, inputs=[], **kw), cand
 
 
@@ -211,13 +205,7 @@ def test_l1_l2_only_products_stay_plain(env, tmp_path, monkeypatch):
     cand = lake.candidate(run_id) / "division_stats.parquet"
     cand.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table({"division_code": ["110105", "330106"], "people": [3, 4]}), cand)
-    sr = SuiteResult(model="division_stats", suite="shared.division_stats", success=True, evaluated=1,
-                     failed=[], table=str(cand), row_count=2)
-    out = lake.report_dir(run_id, "shared")
-    out.mkdir(parents=True, exist_ok=True)
-    gr = GateResult(layer="shared", run_id=run_id, success=True, suite_results={"division_stats": sr},
-                    report_path=out / "r.html", docs_path=out / "d" / "index.html", json_path=out / "v.json",
-                    seconds=0.1)
+    gr = passed_gate(lake, run_id, "division_stats", cand, 2, evaluated=1)
     v = publish(lake, "division_stats", cand, run_id=run_id, gate_result=gr, inputs=[])
     data = lake.version_dir("division_stats", v) / "division_stats.parquet"
     assert not crypto.is_encrypted(data)
@@ -320,13 +308,7 @@ def test_large_publish_renditions_and_engine(env):
     cand = lake.candidate(run_id) / "population_base.parquet"
     cand.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, cand, compression="zstd", row_group_size=122_880)
-    out = lake.report_dir(run_id, "shared")
-    out.mkdir(parents=True, exist_ok=True)
-    sr = SuiteResult(model="population_base", suite="shared.population_base", success=True, evaluated=1,
-                     failed=[], table=str(cand), row_count=BIG)
-    gr = GateResult(layer="shared", run_id=run_id, success=True, suite_results={"population_base": sr},
-                    report_path=out / "r.html", docs_path=out / "d" / "index.html", json_path=out / "v.json",
-                    seconds=0.1)
+    gr = passed_gate(lake, run_id, "population_base", cand, BIG, evaluated=1)
     v = publish(lake, "population_base", cand, run_id=run_id, gate_result=gr, inputs=[])
     del rows
     m = lake.manifest("population_base", v)

@@ -16,11 +16,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from govlake.gate import FailedExpectation, GateFailed, GateResult, SuiteResult
+from govlake.gate import FailedExpectation, GateFailed, GateResult
 from govlake.publish import (MANIFEST, PublishError, Publication, product_lock, publish,
                              resolve_current, sha256_file)
 from govlake.sharing import crypto
 from govlake.storage import Lake
+from lake_support import passed_gate
 
 PRODUCT = "population_base"
 
@@ -42,14 +43,9 @@ def make_candidate(lake: Lake, run_id: str, version_tag: int, rows: int | None =
 
 def gate_ok(lake: Lake, run_id: str, candidate: Path, rows: int | None, success: bool = True,
             failed: list[FailedExpectation] | None = None) -> GateResult:
-    out = lake.report_dir(run_id, "shared")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.html").write_text("<html>report</html>", encoding="utf-8")
-    sr = SuiteResult(model=PRODUCT, suite=f"shared.{PRODUCT}", success=success, evaluated=5,
-                     failed=failed or [], table=str(candidate), row_count=rows)
-    return GateResult(layer="shared", run_id=run_id, success=success, suite_results={PRODUCT: sr},
-                      report_path=out / "report.html", docs_path=out / "data_docs" / "index.html",
-                      json_path=out / "validation.json", seconds=0.1)
+    gr = passed_gate(lake, run_id, PRODUCT, candidate, rows, success=success, failed=failed)
+    gr.report_path.write_text("<html>report</html>", encoding="utf-8")
+    return gr
 
 
 def publish_tag(lake: Lake, tag: int, run_id: str | None = None) -> Publication:

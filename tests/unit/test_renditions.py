@@ -24,6 +24,7 @@ from govlake import grants, masking, products
 from govlake.grants import ColumnPlan
 from govlake.sharing import crypto
 from govlake.sharing import renditions as R
+from lake_support import passed_gate
 
 KEY = bytes.fromhex("00112233445566778899aabbccddeeff" * 2)
 
@@ -341,19 +342,12 @@ def test_ensure_on_a_missing_version_names_it(env):
 
 # ---- the publish hook -------------------------------------------------------------------------
 def _publish(lake, rows, run_id="20261124T101500-ab12cd", **kw):
-    from govlake.gate import GateResult, SuiteResult
     from govlake.publish import publish
 
     cand = lake.candidate(run_id) / "population_base.parquet"
     cand.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows), cand)
-    out = lake.report_dir(run_id, "shared")
-    out.mkdir(parents=True, exist_ok=True)
-    sr = SuiteResult(model="population_base", suite="shared.population_base", success=True,
-                     evaluated=5, failed=[], table=str(cand), row_count=len(rows))
-    gr = GateResult(layer="shared", run_id=run_id, success=True, suite_results={"population_base": sr},
-                    report_path=out / "report.html", docs_path=out / "docs" / "index.html",
-                    json_path=out / "validation.json", seconds=0.1)
+    gr = passed_gate(lake, run_id, "population_base", cand, len(rows))
     return publish(lake, "population_base", cand, run_id=run_id, gate_result=gr, inputs=[], **kw)
 
 
